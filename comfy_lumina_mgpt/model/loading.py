@@ -1,0 +1,193 @@
+"""Read and write Lumina-mGPT checkpoint folders in the published layout.
+
+A folder holds ``config.json`` and either ``model.safetensors`` or ``model-0000X-of-0000N.safetensors`` shards
+with ``model.safetensors.index.json``. The model is built on the meta device and each shard is assigned
+straight into it, so peak host memory stays about one copy of the weights. ``model.vqmodel.*`` tensors (absent
+from the Lumina releases, present in some Chameleon conversions) are skipped: images go through the VQGAN.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from ..config import ModelConfig
+from .chameleon import LuminaMGPT
+
+logger = logging.getLogger(__name__)
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+IGNORED_PREFIXES = ("model.vqmodel.",)
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """``"bf16"|"fp16"|"fp32"|"auto"|None`` -> torch dtype (``None`` keeps the stored dtype)."""
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    if name == "auto":
+        return None
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"Unknown dtype {name!r}; choose one of {['auto', *DTYPES]}") from None
+
+
+def checkpoint_files(folder: str | Path) -> list[Path]:
+    """The safetensors files of a checkpoint folder, in shard order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"Model folder {folder} does not exist. Put the checkpoint folder (config.json + "
+                         "*.safetensors) under models/lumina_mgpt/.")
+    index = folder / INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, json.JSONDecodeError, KeyError) as err:
+            raise ValueError(f"{index} is not a valid safetensors index: {err}") from err
+        files = [folder / name for name in sorted(set(weight_map.values()))]
+    elif (folder / SINGLE_NAME).is_file():
+        files = [folder / SINGLE_NAME]
+    else:
+        files = sorted(p for p in folder.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"No .safetensors weights in {folder} (expected {SINGLE_NAME} or {INDEX_NAME} + shards)")
+    for f in files:
+        if not f.is_file():
+            raise ValueError(f"{f.name} is listed in {INDEX_NAME} but missing from {folder}")
+    return files
+
+
+def _qk_norm_rows(files: list[Path]) -> int:
+    """Row count of the stored q-norm weight (``[1, D]``, ``[mp, D]`` or ``[n_heads, D]``)."""
+    key = "model.layers.0.self_attn.q_norm.weight"
+    for f in files:
+        with safe_open(str(f), framework="pt") as sf:
+            if key in sf.keys():
+                shape = sf.get_slice(key).get_shape()
+                return shape[0] if len(shape) == 2 else 1
+    return 1
+
+
+def read_config(folder: str | Path) -> ModelConfig:
+    """The ``ModelConfig`` of a checkpoint folder, with ``qk_norm_rows`` read from the weights header."""
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    checkpoint_files(folder)  # says clearly when the folder itself is missing
+    if not cfg_path.is_file():
+        raise ValueError(f"{folder} has no config.json; is it a Lumina-mGPT checkpoint folder?")
+    files = checkpoint_files(folder)
+    try:
+        rows = _qk_norm_rows(files)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read the safetensors header of {files[0]}: {err} (file corrupt or "
+                         "truncated? download it again)") from err
+    return ModelConfig.from_json(cfg_path, qk_norm_rows=rows)
+
+
+def load_model(folder: str | Path, *, dtype: str | torch.dtype | None = None,
+               device: str | torch.device = "cpu") -> LuminaMGPT:
+    """Load a checkpoint folder into a ``LuminaMGPT`` in eval mode.
+
+    Args:
+        folder: checkpoint folder (published layout).
+        dtype: ``"bf16"``, ``"fp16"``, ``"fp32"``, a torch dtype, or None/``"auto"`` for the stored dtype.
+        device: where the weights go (loaded there directly, shard by shard).
+    Raises:
+        ValueError: naming the file and key for a missing, unexpected or mis-shaped tensor, or a corrupt file.
+    """
+    folder = Path(folder)
+    cfg = read_config(folder)
+    dtype = parse_dtype(dtype)
+    with torch.device("meta"):
+        model = LuminaMGPT(cfg)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    seen: set[str] = set()
+    for f in checkpoint_files(folder):
+        try:
+            shard = load_file(str(f), device=str(device))
+        except (SafetensorError, OSError, RuntimeError) as err:
+            raise ValueError(f"cannot read {f}: {err} (file corrupt or truncated? download it again)") from err
+        tensors = {}
+        for key, tensor in shard.items():
+            if key.startswith(IGNORED_PREFIXES):
+                continue
+            if key not in expected:
+                raise ValueError(f"unexpected tensor {key!r} in {f.name}: it does not belong to a "
+                                 f"Lumina-mGPT model with this config.json")
+            if tensor.shape != expected[key]:
+                raise ValueError(f"tensor {key!r} in {f.name} has shape {list(tensor.shape)}, the config.json "
+                                 f"implies {list(expected[key])}")
+            tensors[key] = tensor.to(dtype) if dtype is not None else tensor
+            seen.add(key)
+        model.load_state_dict(tensors, strict=False, assign=True)
+        del shard, tensors
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise ValueError(f"{len(missing)} tensors missing from {folder}, e.g. {missing[:3]}; the checkpoint is "
+                         "incomplete (a shard not downloaded?)")
+    return model.eval()
+
+
+def save_model(model: LuminaMGPT, folder: str | Path, *, max_shard_bytes: int = 10 * 1024**3,
+               dtype: torch.dtype | None = None, extra_files: dict[str, str] | None = None) -> Path:
+    """Write ``model`` as a checkpoint folder in the published layout, atomically.
+
+    Everything is written to a temporary sibling folder which then replaces ``folder`` in one rename, so an
+    interrupted save leaves the previous checkpoint intact.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        state = {k: (v.to(dtype) if dtype is not None else v).detach().contiguous().cpu()
+                 for k, v in model.state_dict().items()}
+        shards: list[dict[str, torch.Tensor]] = [{}]
+        size = 0
+        for key, tensor in state.items():
+            nbytes = tensor.numel() * tensor.element_size()
+            if shards[-1] and size + nbytes > max_shard_bytes:
+                shards.append({})
+                size = 0
+            shards[-1][key] = tensor
+            size += nbytes
+        metadata = {"format": "pt"}
+        if len(shards) == 1:
+            save_file(shards[0], str(tmp / SINGLE_NAME), metadata=metadata)
+        else:
+            weight_map = {}
+            for i, shard in enumerate(shards, 1):
+                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, str(tmp / name), metadata=metadata)
+                weight_map.update(dict.fromkeys(shard, name))
+            total = sum(t.numel() * t.element_size() for t in state.values())
+            (tmp / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total},
+                                                      "weight_map": weight_map}, indent=2))
+        (tmp / "config.json").write_text(json.dumps(model.config.to_hf_dict(), indent=2))
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        _replace_dir(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Swap ``new`` into ``target``; the old folder is removed only after the new one is in place."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)

@@ -1,0 +1,83 @@
+"""The Omni-SFT task prompts, as one data table.
+
+The strings are the ones the official Omni checkpoint was trained on (LUMINA_SPEC §3.2), spelling included
+("Segmentic segmentation." is how the official demo writes it). The image always follows the instruction,
+separated by one space. Multiview, captioning and VQA have no official prompt; ours are defined here once
+and documented in README.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IMAGE_PLACEHOLDER = "<|image|>"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: how its user message is written and what the model answers with.
+
+    Attributes:
+        name: stable identifier used by nodes and the benchmark.
+        template: user message; ``{prompt}`` is the user's text, ``{image}`` the image placeholder,
+            ``{width}``/``{height}``/``{views}`` where the task takes them.
+        answer: ``"image"``, ``"images"`` (several in one answer) or ``"text"``.
+        needs_image: whether the message carries an input image.
+    """
+
+    name: str
+    template: str
+    answer: str
+    needs_image: bool
+
+    def message(self, prompt: str = "", **fields: object) -> str:
+        """The user message for this task, with ``<|image|>`` where the input image goes."""
+        return self.template.format(prompt=prompt, image=IMAGE_PLACEHOLDER, **fields)
+
+
+TEXT_TO_IMAGE = Task(
+    "text_to_image",
+    "Generate an image of {width}x{height} according to the following prompt:\n{prompt}",
+    "image",
+    False,
+)
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        TEXT_TO_IMAGE,
+        Task("segmentation", "Segmentic segmentation. {image}", "image", True),
+        Task("depth", "Depth estimation. {image}", "image", True),
+        Task("normals", "Surface normal estimation. {image}", "image", True),
+        Task("pose", "Human pose estimation. {image}", "image", True),
+        Task("detection", "Detect: {prompt} {image}", "image", True),
+        Task("editing", "{prompt} {image}", "image", True),
+        Task(
+            "condition_to_image",
+            "Generate an image according to the provided image, and according to the following caption:\n"
+            "{prompt} {image}",
+            "image",
+            True,
+        ),
+        # Not in the official release: our own wording, trained into the bundled model.
+        Task(
+            "multiview",
+            "Generate {views} views of {width}x{height} of the following object, turning around it:\n{prompt}",
+            "images",
+            False,
+        ),
+        Task("caption", "Describe the image in detail. {image}", "text", True),
+        Task("vqa", "{prompt} {image}", "text", True),
+        Task("chat", "{prompt}", "text", False),
+    )
+}
+
+DENSE_PREDICTION_TASKS = ("segmentation", "depth", "normals", "pose")
+
+
+def get_task(name: str) -> Task:
+    """Look a task up by exact name; the error lists the valid names."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"Unknown task {name!r}; choose one of {sorted(TASKS)}") from None
