@@ -1,0 +1,89 @@
+"""``python -m comfy_lumina_mgpt generate``: text-to-image (or any prompt) without ComfyUI.
+
+    python -m comfy_lumina_mgpt generate --model models/lumina_mgpt/Lumina-mGPT-7B-768 \\
+        --tokenizer models/lumina_mgpt/chameleon-tokenizer --prompt "a dog in the snow" --size 768x768 \\
+        --seed 1 --out dog.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import conversation, pipeline
+from .model.loading import load_model
+from .preprocess import tensor_to_pil
+from .sampling.generate import generate
+from .sampling.settings import SamplerConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m comfy_lumina_mgpt generate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, type=Path, help="checkpoint folder (config.json + safetensors)")
+    p.add_argument("--tokenizer", type=Path, help="folder with tokenizer.json and vqgan files (default: --model)")
+    p.add_argument("--vqgan", type=Path, help="folder with vqgan.yaml + weights (default: --tokenizer)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative", default="", help="negative prompt (replaces the empty guidance context)")
+    p.add_argument("--size", default="768x768", help="WIDTHxHEIGHT")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cfg", type=float, default=4.0)
+    p.add_argument("--image-top-k", type=int, default=2000)
+    p.add_argument("--text-top-k", type=int, default=10)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--free-size", action="store_true", help="let the model sample the size tokens")
+    p.add_argument("--out", type=Path, default=Path("out.png"), help="output PNG (suffix _N added for N>0)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    device = torch.device(args.device)
+    dtype = args.dtype if args.dtype != "auto" else ("fp32" if device.type == "cpu" else "bf16")
+    tok_dir = args.tokenizer or args.model
+    try:
+        bundle = pipeline.load_tokenizer_bundle(tok_dir, args.vqgan, device=device)
+        model = load_model(args.model, dtype=dtype, device=device)
+        bundle.check_model_vocab(model.config.vocab_size)
+        width, height = pipeline.parse_size(args.size)
+        prompt = pipeline.text_to_image_prompt(bundle, args.prompt, width, height, args.negative)
+        grid = None if args.free_size else prompt.grid_for(bundle.patch)
+        settings = SamplerConfig(cfg_scale=args.cfg, image_top_k=args.image_top_k, text_top_k=args.text_top_k,
+                                 image_temperature=args.temperature, text_temperature=args.temperature,
+                                 force_size=grid, force_image=grid is not None,
+                                 max_new_tokens=pipeline.unirep.block_length(height // bundle.patch * 2,
+                                                                             width // bundle.patch * 2) + 8)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    start = time.perf_counter()
+    negatives = [list(prompt.negative_ids)] * args.batch if prompt.negative_ids else None
+    result = generate(model, [list(prompt.ids)] * args.batch, bundle.vocab, settings, generator=generator,
+                      negative_prompts=negatives)
+    elapsed = time.perf_counter() - start
+    written = 0
+    for tokens in result.tokens:
+        text, _ = conversation.split_response(tokens, bundle.text)
+        for codes in pipeline.image_codes(bundle, tokens):
+            image = tensor_to_pil(pipeline.decode_codes(bundle, codes)[0].cpu())
+            path = args.out if written == 0 else args.out.with_name(f"{args.out.stem}_{written}{args.out.suffix}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+            print(path)
+            written += 1
+        if text.strip():
+            print(f"text: {text}", file=sys.stderr)
+    n_tokens = sum(len(t) for t in result.tokens)
+    print(f"{n_tokens} tokens in {elapsed:.1f}s ({n_tokens / max(elapsed, 1e-9):.1f} tok/s)", file=sys.stderr)
+    if written == 0:
+        print("error: no complete image was generated", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,185 @@
+"""The pieces a user works with, joined: tokenizer bundle, prompts, token batches, image decode/encode.
+
+Nodes and the CLI call these functions and stay thin. Images here are ``[B, 3, H, W]`` floats in [-1, 1];
+conversion to ComfyUI's ``IMAGE`` lives in ``nodes/convert.py``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from . import conversation, preprocess, unirep
+from .tasks import TEXT_TO_IMAGE
+from .tokenizer import TextTokenizer
+from .vocab import LuminaVocab
+from .vqgan import VQGAN, find_vqgan_files, load_vqgan
+
+TOKENIZER_FILES = ("tokenizer.json", "text_tokenizer.json")
+
+
+@dataclass
+class TokenizerBundle:
+    """Text tokenizer and VQGAN of one model family; ``patch`` is the pixel size of one size-token step."""
+
+    text: TextTokenizer
+    vqgan: VQGAN
+    name: str = ""
+
+    @property
+    def vocab(self) -> LuminaVocab:
+        return self.text.vocab
+
+    @property
+    def patch(self) -> int:
+        return 2 * self.vqgan.config.downsample
+
+    def check_model_vocab(self, vocab_size: int) -> None:
+        """Raise if the model's embedding table cannot hold this tokenizer's ids."""
+        if self.vocab.vocab_size > vocab_size:
+            raise ValueError(f"tokenizer {self.name!r} uses ids up to {self.vocab.vocab_size - 1} but the model "
+                             f"has only {vocab_size} embeddings; load the tokenizer that belongs to this model")
+
+
+def has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def has_vqgan(folder: Path) -> bool:
+    return (folder / "vqgan.yaml").is_file() and any(
+        (folder / f"vqgan.{ext}").is_file() for ext in ("safetensors", "ckpt"))
+
+
+def load_tokenizer_bundle(text_folder: str | Path, vq_folder: str | Path | None = None,
+                          device: str | torch.device = "cpu") -> TokenizerBundle:
+    """Load the text tokenizer from ``text_folder`` and the VQGAN from ``vq_folder`` (default: the same)."""
+    text_folder = Path(text_folder)
+    vq_folder = Path(vq_folder) if vq_folder is not None else text_folder
+    text = TextTokenizer.from_folder(text_folder)
+    yaml_path, weights_path = find_vqgan_files(vq_folder)
+    vqgan = load_vqgan(yaml_path, weights_path, device=device)
+    if vqgan.config.n_embed != text.vocab.num_codes:
+        raise ValueError(f"the VQGAN in {vq_folder} has {vqgan.config.n_embed} codes but the tokenizer in "
+                         f"{text_folder} names {text.vocab.num_codes} image tokens; they do not belong together")
+    return TokenizerBundle(text, vqgan, name=text_folder.name)
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """A prompt ready for the sampler: token ids, the optional negative context, the requested size."""
+
+    ids: tuple[int, ...]
+    negative_ids: tuple[int, ...] | None = None
+    width: int = 0
+    height: int = 0
+    text: str = ""
+
+    def grid_for(self, patch: int) -> tuple[int, int] | None:
+        """``(h_grid, w_grid)`` size tokens of the requested size (for ``force_size``), if a size was set."""
+        if not (self.width and self.height):
+            return None
+        return self.height // patch, self.width // patch
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"768x512"`` -> (768, 512) as (width, height); ValueError with the expected form otherwise."""
+    parts = text.lower().replace(" ", "").split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"size must look like 768x768 (width x height); got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def text_to_image_prompt(bundle: TokenizerBundle, prompt: str, width: int, height: int,
+                         negative: str = "") -> PromptTokens:
+    """The resolution-aware prompt ``Generate an image of {W}x{H} according to the following prompt:\\n...``.
+
+    A non-empty ``negative`` becomes the guidance context (its conversation, then the image) in place of the
+    bare ``[<racm3:break>, H, W]`` one.
+    """
+    if not prompt.strip():
+        raise ValueError("the prompt is empty; describe the image to generate")
+    unirep.check_size(width, height, bundle.patch)
+    text = TEXT_TO_IMAGE.message(prompt, width=width, height=height)
+    ids = conversation.build_prompt_ids(bundle.text, [text])
+    neg = None
+    if negative.strip():
+        neg = tuple(conversation.build_prompt_ids(
+            bundle.text, [TEXT_TO_IMAGE.message(negative, width=width, height=height)]))
+    return PromptTokens(tuple(ids), neg, width, height, text)
+
+
+def task_prompt(bundle: TokenizerBundle, turns: Sequence[str], images: Sequence[Tensor] = ()) -> PromptTokens:
+    """Prompt ids of a conversation whose turns may hold ``<|image|>`` placeholders (codes ``[h, w]`` each)."""
+    ids = conversation.build_prompt_ids(bundle.text, list(turns), list(images))
+    return PromptTokens(tuple(ids), None, 0, 0, turns[-1] if turns else "")
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Generated (or encoded) token sequences, one per batch item, plus any decoded text."""
+
+    sequences: tuple[tuple[int, ...], ...]
+    texts: tuple[str, ...] = field(default=())
+
+
+def image_codes(bundle: TokenizerBundle, sequence: Sequence[int]) -> list[Tensor]:
+    """Codes ``[h_lat, w_lat]`` of every complete image block in a token sequence (unfinished ones dropped)."""
+    _, blocks = conversation.split_response(list(sequence), bundle.text)
+    return [unirep.parse_image_block(b, bundle.vocab) for b in blocks]
+
+
+@torch.no_grad()
+def decode_codes(bundle: TokenizerBundle, codes: Tensor) -> Tensor:
+    """``codes [h, w]`` -> image ``[1, 3, H, W]`` in [-1, 1] (fp32, on the VQGAN's device)."""
+    device = next(bundle.vqgan.parameters()).device
+    return bundle.vqgan.decode_codes(codes[None].to(device)).clamp(-1, 1)
+
+
+def decode_batch(bundle: TokenizerBundle, batch: TokenBatch) -> list[Tensor]:
+    """Every image of every sequence, in order, each ``[1, 3, H, W]`` in [-1, 1]."""
+    return [decode_codes(bundle, c) for seq in batch.sequences for c in image_codes(bundle, seq)]
+
+
+def partial_codes(bundle: TokenizerBundle, sequence: Sequence[int]) -> Tensor | None:
+    """Codes of the finished rows of the image being generated (for live previews), or None."""
+    vocab = bundle.vocab
+    seq = list(sequence)
+    if vocab.boi_id not in seq:
+        return None
+    start = len(seq) - 1 - seq[::-1].index(vocab.boi_id)
+    if len(seq) < start + 3:
+        return None
+    w_lat = 2 * vocab.size_of(seq[start + 2])
+    body = seq[start + 3:]
+    rows = min(len(body) // (w_lat + 1), 2 * vocab.size_of(seq[start + 1]))
+    if rows == 0:
+        return None
+    grid = torch.tensor(body[: rows * (w_lat + 1)]).view(rows, w_lat + 1)[:, :w_lat]
+    return vocab.id_to_code(grid)
+
+
+@torch.no_grad()
+def encode_images(bundle: TokenizerBundle, images: Sequence[Image.Image], target: int, seed: int = 0
+                  ) -> list[Tensor]:
+    """Fit PIL images to the best candidate size of ``target`` and VQ-encode them -> codes ``[h, w]`` each.
+
+    The crop offsets come from ``random.Random(seed)``, drawn in image order as the official code does.
+    """
+    crops = unirep.crop_size_list(target, bundle.patch)
+    rng = random.Random(seed)
+    device = next(bundle.vqgan.parameters()).device
+    out = []
+    for img in images:
+        if min(img.size) < bundle.patch:
+            raise ValueError(f"input image is {img.size[0]}x{img.size[1]}; it must be at least "
+                             f"{bundle.patch} px on each side")
+        fitted = preprocess.fit_image(img, crops, rng)
+        pixels = preprocess.pil_to_tensor(fitted).to(device)
+        out.append(bundle.vqgan.encode(pixels)[0].cpu())
+    return out

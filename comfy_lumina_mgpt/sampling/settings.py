@@ -1,0 +1,57 @@
+"""Sampling settings, validated once so nodes and the CLI report bad values the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How to pick each next token.
+
+    Text and image tokens are sampled with separate top-k / top-p / temperature (the sampler switches when
+    ``<racm3:break>`` starts an image and back after ``<eoss>``). Guidance (``cfg_scale``) applies to image
+    codes only, against a context made of the image's start and size tokens alone.
+
+    Attributes:
+        cfg_scale: classifier-free guidance scale; 1.0 disables guidance (and its extra batch rows).
+        image_top_k, image_top_p, image_temperature: for size tokens and image codes.
+        text_top_k, text_top_p, text_temperature: for everything outside images.
+        max_new_tokens: hard cap on generated tokens (an image cut off by it is dropped).
+        force_size: ``(h_grid, w_grid)`` size tokens to force after ``<racm3:break>`` (None: the model picks,
+            guided by the ``WxH`` of the prompt).
+        force_image: start the answer with ``<racm3:break>`` instead of letting the model choose.
+    """
+
+    cfg_scale: float = 4.0
+    image_top_k: int = 2000
+    image_top_p: float = 1.0
+    image_temperature: float = 1.0
+    text_top_k: int = 10
+    text_top_p: float = 1.0
+    text_temperature: float = 1.0
+    max_new_tokens: int = 8192
+    force_size: tuple[int, int] | None = None
+    force_image: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("image_top_k", "text_top_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (1 = always the most likely token); "
+                                 f"got {getattr(self, name)}")
+        for name in ("image_top_p", "text_top_p"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1]; got {getattr(self, name)}")
+        for name in ("image_temperature", "text_temperature"):
+            if getattr(self, name) <= 0.0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
+        if self.cfg_scale < 0.0:
+            raise ValueError(f"cfg_scale must be >= 0 (1.0 = no guidance); got {self.cfg_scale}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1; got {self.max_new_tokens}")
+        if self.force_size is not None and min(self.force_size) < 1:
+            raise ValueError(f"force_size must be two positive grid counts; got {self.force_size}")
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_scale != 1.0

@@ -1,0 +1,34 @@
+"""ComfyUI V3 entry point: the extension and its node list."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from .convert import register_folders
+from .images import LuminaMGPTVQDecode, LuminaMGPTVQEncode
+from .loaders import LuminaMGPTModelLoader, LuminaMGPTTokenizerLoader
+from .sampling import LuminaMGPTPrompt, LuminaMGPTSampler, LuminaMGPTTextToImage
+
+NODES: list[type[io.ComfyNode]] = [
+    LuminaMGPTModelLoader,
+    LuminaMGPTTokenizerLoader,
+    LuminaMGPTPrompt,
+    LuminaMGPTSampler,
+    LuminaMGPTTextToImage,
+    LuminaMGPTVQDecode,
+    LuminaMGPTVQEncode,
+]
+
+
+class LuminaMGPTExtension(ComfyExtension):
+    async def on_load(self) -> None:
+        register_folders()
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        # ComfyUI 0.3.75 never calls on_load; the schemas (folder dropdowns) are built right after this.
+        register_folders()
+        return NODES
+
+
+async def comfy_entrypoint() -> LuminaMGPTExtension:
+    return LuminaMGPTExtension()

@@ -1,0 +1,72 @@
+"""VQ decode (tokens -> IMAGE) and VQ encode (IMAGE -> tokens)."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..comfy_lumina_mgpt import unirep
+from ..comfy_lumina_mgpt.pipeline import TokenBatch, TokenizerBundle, encode_images
+from .convert import image_to_pil
+from .sampling import decode_to_image
+from .types import LuminaTokenizer, LuminaTokens
+
+TARGETS = ["512", "768", "1024", "native"]
+
+
+def target_size(choice: str, bundle: TokenizerBundle, image_size: tuple[int, int]) -> int:
+    """The crop-list target: 512/768/1024, or ``native`` = the image's own scale (rounded to the patch)."""
+    if choice != "native":
+        return int(choice)
+    w, h = image_size
+    side = int((w * h) ** 0.5) // bundle.patch * bundle.patch
+    return max(side, bundle.patch)
+
+
+class LuminaMGPTVQDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LuminaMGPTVQDecode",
+            display_name="Lumina-mGPT VQ Decode",
+            category="Lumina-mGPT/image",
+            description="Turns the image tokens of a sampler output into images.",
+            inputs=[
+                LuminaTokenizer.Input("tokenizer", tooltip="The tokenizer bundle holding the VQGAN."),
+                LuminaTokens.Input("tokens", tooltip="From the sampler (every complete image is decoded)."),
+            ],
+            outputs=[io.Image.Output(display_name="image")],
+        )
+
+    @classmethod
+    def execute(cls, tokenizer: TokenizerBundle, tokens: TokenBatch) -> io.NodeOutput:
+        return io.NodeOutput(decode_to_image(tokenizer, tokens))
+
+
+class LuminaMGPTVQEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LuminaMGPTVQEncode",
+            display_name="Lumina-mGPT VQ Encode",
+            category="Lumina-mGPT/image",
+            description="Fits images to the model's candidate sizes (as the official preprocessing does) and "
+                        "turns them into image tokens.",
+            inputs=[
+                LuminaTokenizer.Input("tokenizer", tooltip="The tokenizer bundle holding the VQGAN."),
+                io.Image.Input("image", tooltip="Images to encode (each is fitted separately)."),
+                io.Combo.Input("target", options=TARGETS, default="768",
+                               tooltip="Resolution family of the model (512/768/1024); 'native' keeps about the "
+                                       "image's own pixel count (small models)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+                             tooltip="Seeds the random crop offset, as the official preprocessing does."),
+            ],
+            outputs=[LuminaTokens.Output(display_name="tokens")],
+        )
+
+    @classmethod
+    def execute(cls, tokenizer: TokenizerBundle, image, target: str, seed: int) -> io.NodeOutput:
+        pil_images = image_to_pil(image)
+        size = target_size(target, tokenizer, pil_images[0].size)
+        codes = encode_images(tokenizer, pil_images, size, seed)
+        blocks = tuple(tuple(unirep.image_block(c, tokenizer.vocab)) for c in codes)
+        return io.NodeOutput(TokenBatch(blocks))

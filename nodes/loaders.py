@@ -1,0 +1,90 @@
+"""Loader nodes: the decoder checkpoint and the tokenizer bundle (text tokenizer + VQGAN)."""
+
+from __future__ import annotations
+
+import comfy.model_management as mm
+import comfy.model_patcher
+from comfy_api.latest import io
+
+from ..comfy_lumina_mgpt.model.loading import load_model
+from ..comfy_lumina_mgpt.pipeline import has_tokenizer, has_vqgan, load_tokenizer_bundle
+from .convert import FOLDER, VQ_FOLDER, list_subfolders, resolve_subfolder, torch_dtype
+from .types import LoadedModel, LuminaModel, LuminaTokenizer
+
+SAME_FOLDER = "(same as tokenizer)"
+
+
+def _model_folders() -> list[str]:
+    return list_subfolders(FOLDER, lambda p: (p / "config.json").is_file())
+
+
+def _tokenizer_folders() -> list[str]:
+    return [f"{FOLDER}/{d}" for d in list_subfolders(FOLDER, has_tokenizer)] + \
+        [f"{VQ_FOLDER}/{d}" for d in list_subfolders(VQ_FOLDER, has_tokenizer)]
+
+
+def _vqgan_folders() -> list[str]:
+    return [f"{FOLDER}/{d}" for d in list_subfolders(FOLDER, has_vqgan)] + \
+        [f"{VQ_FOLDER}/{d}" for d in list_subfolders(VQ_FOLDER, has_vqgan)]
+
+
+def _resolve(choice: str):
+    root, _, rel = choice.partition("/")
+    if root not in (FOLDER, VQ_FOLDER) or not rel:
+        raise ValueError(f"{choice!r} is not a folder under models/{FOLDER} or models/{VQ_FOLDER}")
+    return resolve_subfolder(root, rel)
+
+
+class LuminaMGPTModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LuminaMGPTModelLoader",
+            display_name="Lumina-mGPT Model Loader",
+            category="Lumina-mGPT/loaders",
+            description="Loads a Lumina-mGPT checkpoint folder (config.json + safetensors) from "
+                        "models/lumina_mgpt/.",
+            inputs=[
+                io.Combo.Input("model_name", options=_model_folders(),
+                               tooltip="Checkpoint folder under models/lumina_mgpt/ (e.g. Lumina-mGPT-7B-768)."),
+                io.Combo.Input("dtype", options=["auto", "bf16", "fp16", "fp32"], default="auto",
+                               tooltip="Weight precision. auto: bf16 (or fp16) on a GPU, fp32 on the CPU."),
+            ],
+            outputs=[LuminaModel.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model_name: str, dtype: str) -> io.NodeOutput:
+        folder = resolve_subfolder(FOLDER, model_name)
+        load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
+        model = load_model(folder, dtype=torch_dtype(dtype, load_device), device=offload_device)
+        patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+        return io.NodeOutput(LoadedModel(patcher, model_name, dtype))
+
+
+class LuminaMGPTTokenizerLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LuminaMGPTTokenizerLoader",
+            display_name="Lumina-mGPT Tokenizer Loader",
+            category="Lumina-mGPT/loaders",
+            description="Loads the text tokenizer (tokenizer.json or text_tokenizer.json) and the VQGAN "
+                        "(vqgan.yaml + vqgan.safetensors or vqgan.ckpt).",
+            inputs=[
+                io.Combo.Input("tokenizer", options=_tokenizer_folders(),
+                               tooltip="Folder with tokenizer.json (Lumina-mGPT-7B-768) or Meta's "
+                                       "text_tokenizer.json, under models/lumina_mgpt/ or models/vq/."),
+                io.Combo.Input("vqgan", options=[SAME_FOLDER, *_vqgan_folders()], default=SAME_FOLDER,
+                               tooltip="Folder with vqgan.yaml and vqgan.safetensors/.ckpt (Meta's Chameleon "
+                                       "tokenizer files)."),
+            ],
+            outputs=[LuminaTokenizer.Output(display_name="tokenizer")],
+        )
+
+    @classmethod
+    def execute(cls, tokenizer: str, vqgan: str) -> io.NodeOutput:
+        text_folder = _resolve(tokenizer)
+        vq_folder = text_folder if vqgan == SAME_FOLDER else _resolve(vqgan)
+        # The VQGAN is small; it runs on the compute device in fp32 and is moved there per use.
+        return io.NodeOutput(load_tokenizer_bundle(text_folder, vq_folder, device="cpu"))

@@ -1,0 +1,215 @@
+"""Prompt, sampler and one-box text-to-image nodes."""
+
+from __future__ import annotations
+
+import comfy.model_management as mm
+import comfy.utils
+import torch
+from comfy_api.latest import io
+
+from ..comfy_lumina_mgpt import conversation, pipeline, unirep
+from ..comfy_lumina_mgpt.pipeline import PromptTokens, TokenBatch, TokenizerBundle
+from ..comfy_lumina_mgpt.sampling.generate import generate
+from ..comfy_lumina_mgpt.sampling.settings import SamplerConfig
+from .convert import engine_to_image, stack_images
+from .types import LoadedModel, LuminaModel, LuminaPrompt, LuminaTokenizer, LuminaTokens
+
+CUSTOM = "custom"
+MIN_PATCH = 16  # the smallest size step of any supported model (the bundled one); the real check is per model
+SIZES = [CUSTOM] + list(dict.fromkeys(
+    f"{w}x{h}" for target in (512, 768, 1024) for (w, h) in unirep.crop_size_list(target)))
+
+
+def size_inputs(default: str = "768x768") -> list:
+    return [
+        io.Combo.Input("resolution", options=SIZES, default=default,
+                       tooltip="Image size WxH from the official candidate lists (512/768/1024 models). "
+                               "Choose 'custom' to type any size in custom_size."),
+        io.String.Input("custom_size", default="768x768",
+                        tooltip="Used when resolution is 'custom': WIDTHxHEIGHT, each a multiple of 32 "
+                                "(16 for the bundled small model)."),
+    ]
+
+
+def chosen_size(resolution: str, custom_size: str) -> tuple[int, int]:
+    return pipeline.parse_size(custom_size if resolution == CUSTOM else resolution)
+
+
+def validate_size(resolution: str, custom_size: str) -> bool | str:
+    try:
+        w, h = chosen_size(resolution, custom_size)
+        unirep.check_size(w, h, MIN_PATCH)
+    except ValueError as err:
+        return str(err)
+    return True
+
+
+def sampler_inputs(cfg: float = 4.0, image_top_k: int = 2000, text_top_k: int = 10,
+                   max_new_tokens: int = 8192) -> list:
+    """The sampling widgets, shared by the sampler, text-to-image and task nodes (defaults differ)."""
+    return [
+        io.Float.Input("cfg", default=cfg, min=0.0, max=16.0, step=0.1,
+                       tooltip="Classifier-free guidance on image tokens (1.0 = off, faster). "
+                               "4.0 for text-to-image, 1.0 for Omni tasks."),
+        io.Int.Input("image_top_k", default=image_top_k, min=1, max=65536,
+                     tooltip="Sample image codes among the k most likely (2000 default, 200 for Omni tasks)."),
+        io.Float.Input("image_top_p", default=1.0, min=0.01, max=1.0, step=0.01,
+                       tooltip="Nucleus filter for image codes (1.0 = off)."),
+        io.Float.Input("image_temperature", default=1.0, min=0.01, max=4.0, step=0.01,
+                       tooltip="Temperature for image codes; lower = safer, less varied."),
+        io.Int.Input("text_top_k", default=text_top_k, min=1, max=65536,
+                     tooltip="Sample text tokens among the k most likely (5-10 recommended)."),
+        io.Float.Input("text_temperature", default=1.0, min=0.01, max=4.0, step=0.01,
+                       tooltip="Temperature for text tokens."),
+        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                     tooltip="Same seed, same result."),
+        io.Int.Input("max_new_tokens", default=max_new_tokens, min=1, max=16384,
+                     tooltip="Cap on generated tokens; a 768x768 image needs 2356, 1024x1024 needs 4164."),
+    ]
+
+
+def sampler_config(kw: dict, **extra) -> SamplerConfig:
+    return SamplerConfig(cfg_scale=kw["cfg"], image_top_k=kw["image_top_k"], image_top_p=kw["image_top_p"],
+                         image_temperature=kw["image_temperature"], text_top_k=kw["text_top_k"],
+                         text_temperature=kw["text_temperature"], max_new_tokens=kw["max_new_tokens"], **extra)
+
+
+def run_sampler(model: LoadedModel, bundle: TokenizerBundle, prompt: PromptTokens, settings: SamplerConfig,
+                seed: int, batch_size: int = 1, preview_every: int = 4) -> TokenBatch:
+    """Sample on ComfyUI's device with a progress bar, live previews and cancel; frees the cache after."""
+    mm.load_models_gpu([model.patcher])
+    lm = model.patcher.model
+    bundle.check_model_vocab(lm.config.vocab_size)
+    device = model.patcher.load_device
+    pbar = comfy.utils.ProgressBar(settings.max_new_tokens)
+    shown = {"rows": 0}
+
+    def on_step(step: int, total: int, tokens: list[list[int]]) -> None:
+        mm.throw_exception_if_processing_interrupted()
+        preview = None
+        codes = pipeline.partial_codes(bundle, tokens[0]) if preview_every else None
+        if codes is not None and codes.shape[0] >= shown["rows"] + preview_every:
+            shown["rows"] = codes.shape[0]
+            image = engine_to_image(pipeline.decode_codes(bundle, codes))
+            preview = ("JPEG", comfy_pil(image[0]), 512)
+        pbar.update_absolute(step, total, preview)
+
+    generator = torch.Generator(device=device).manual_seed(seed)
+    negatives = [list(prompt.negative_ids)] * batch_size if prompt.negative_ids else None
+    try:
+        result = generate(lm, [list(prompt.ids)] * batch_size, bundle.vocab, settings, generator=generator,
+                          on_step=on_step, negative_prompts=negatives)
+    finally:
+        mm.soft_empty_cache()
+    texts = tuple(conversation.split_response(t, bundle.text)[0] for t in result.tokens)
+    return TokenBatch(tuple(tuple(t) for t in result.tokens), texts)
+
+
+def comfy_pil(image: torch.Tensor):
+    """``[H, W, 3]`` 0..1 -> PIL, for previews."""
+    from PIL import Image
+
+    return Image.fromarray((image.numpy() * 255).astype("uint8"))
+
+
+def decode_to_image(bundle: TokenizerBundle, batch: TokenBatch) -> torch.Tensor:
+    return stack_images([engine_to_image(img) for img in pipeline.decode_batch(bundle, batch)])
+
+
+class LuminaMGPTPrompt(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LuminaMGPTPrompt",
+            display_name="Lumina-mGPT Resolution-Aware Prompt",
+            category="Lumina-mGPT/conditioning",
+            description="Builds 'Generate an image of WxH according to the following prompt:' + your text, "
+                        "as tokens for the sampler.",
+            inputs=[
+                LuminaTokenizer.Input("tokenizer", tooltip="From the Lumina-mGPT Tokenizer Loader."),
+                io.String.Input("prompt", multiline=True, default="",
+                                tooltip="What the image shows."),
+                *size_inputs(),
+                io.String.Input("negative_prompt", multiline=True, default="", optional=True,
+                                tooltip="Optional. Used as the guidance context instead of the empty one: the "
+                                        "image is pushed away from this description."),
+            ],
+            outputs=[LuminaPrompt.Output(display_name="prompt")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, resolution: str, custom_size: str, **_) -> bool | str:
+        return validate_size(resolution, custom_size)
+
+    @classmethod
+    def execute(cls, tokenizer: TokenizerBundle, prompt: str, resolution: str, custom_size: str,
+                negative_prompt: str = "") -> io.NodeOutput:
+        width, height = chosen_size(resolution, custom_size)
+        return io.NodeOutput(pipeline.text_to_image_prompt(tokenizer, prompt, width, height, negative_prompt))
+
+
+class LuminaMGPTSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LuminaMGPTSampler",
+            display_name="Lumina-mGPT Sampler",
+            category="Lumina-mGPT/sampling",
+            description="Autoregressive sampling with classifier-free guidance and separate text/image "
+                        "top-k and temperature. Shows the image row by row while it is generated.",
+            inputs=[
+                LuminaModel.Input("model", tooltip="From the Lumina-mGPT Model Loader."),
+                LuminaTokenizer.Input("tokenizer", tooltip="From the Lumina-mGPT Tokenizer Loader."),
+                LuminaPrompt.Input("prompt", tooltip="From the Resolution-Aware Prompt or a task node."),
+                *sampler_inputs(),
+                io.Int.Input("batch_size", default=1, min=1, max=64,
+                             tooltip="Images sampled together (one forward pass for all)."),
+                io.Boolean.Input("force_size", default=True,
+                                 tooltip="Force the size tokens of the requested resolution instead of letting "
+                                         "the model choose them from the prompt text."),
+                io.Int.Input("preview_every_rows", default=4, min=0, max=128,
+                             tooltip="Decode a preview after this many new rows (0 = no preview)."),
+            ],
+            outputs=[LuminaTokens.Output(display_name="tokens"), io.String.Output(display_name="text")],
+        )
+
+    @classmethod
+    def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, prompt: PromptTokens, batch_size: int,
+                force_size: bool, preview_every_rows: int, **kw) -> io.NodeOutput:
+        grid = prompt.grid_for(tokenizer.patch) if force_size else None
+        settings = sampler_config(kw, force_size=grid, force_image=grid is not None)
+        batch = run_sampler(model, tokenizer, prompt, settings, kw["seed"], batch_size, preview_every_rows)
+        return io.NodeOutput(batch, "\n".join(batch.texts))
+
+
+class LuminaMGPTTextToImage(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LuminaMGPTTextToImage",
+            display_name="Lumina-mGPT Text to Image",
+            category="Lumina-mGPT/sampling",
+            description="Prompt, sampling and decoding in one node.",
+            inputs=[
+                LuminaModel.Input("model", tooltip="From the Lumina-mGPT Model Loader."),
+                LuminaTokenizer.Input("tokenizer", tooltip="From the Lumina-mGPT Tokenizer Loader."),
+                io.String.Input("prompt", multiline=True, default="", tooltip="What the image shows."),
+                *size_inputs(),
+                *sampler_inputs(),
+                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Images sampled together."),
+            ],
+            outputs=[io.Image.Output(display_name="image")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, resolution: str, custom_size: str, **_) -> bool | str:
+        return validate_size(resolution, custom_size)
+
+    @classmethod
+    def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, prompt: str, resolution: str,
+                custom_size: str, batch_size: int, **kw) -> io.NodeOutput:
+        width, height = chosen_size(resolution, custom_size)
+        tokens = pipeline.text_to_image_prompt(tokenizer, prompt, width, height)
+        settings = sampler_config(kw, force_size=tokens.grid_for(tokenizer.patch), force_image=True)
+        batch = run_sampler(model, tokenizer, tokens, settings, kw["seed"], batch_size)
+        return io.NodeOutput(decode_to_image(tokenizer, batch))
