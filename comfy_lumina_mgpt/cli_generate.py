@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
         grid = None if args.free_size else prompt.grid_for(bundle.patch)
         settings = SamplerConfig(cfg_scale=args.cfg, image_top_k=args.image_top_k, text_top_k=args.text_top_k,
                                  image_temperature=args.temperature, text_temperature=args.temperature,
-                                 force_size=grid, force_image=grid is not None,
+                                 force_size=grid, force_images=1 if grid is not None else 0,
                                  max_new_tokens=pipeline.unirep.block_length(height // bundle.patch * 2,
                                                                              width // bundle.patch * 2) + 8)
     except ValueError as err:

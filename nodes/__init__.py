@@ -8,6 +8,8 @@ from .convert import register_folders
 from .images import LuminaMGPTVQDecode, LuminaMGPTVQEncode
 from .loaders import LuminaMGPTModelLoader, LuminaMGPTTokenizerLoader
 from .sampling import LuminaMGPTPrompt, LuminaMGPTSampler, LuminaMGPTTextToImage
+from .tasks import (LuminaMGPTChat, LuminaMGPTConditionToImage, LuminaMGPTDecodeResponse, LuminaMGPTDensePrediction,
+                    LuminaMGPTDetect, LuminaMGPTImageEdit, LuminaMGPTMultiview, LuminaMGPTTaskPrompt)
 
 NODES: list[type[io.ComfyNode]] = [
     LuminaMGPTModelLoader,
@@ -17,6 +19,14 @@ NODES: list[type[io.ComfyNode]] = [
     LuminaMGPTTextToImage,
     LuminaMGPTVQDecode,
     LuminaMGPTVQEncode,
+    LuminaMGPTImageEdit,
+    LuminaMGPTDensePrediction,
+    LuminaMGPTDetect,
+    LuminaMGPTConditionToImage,
+    LuminaMGPTMultiview,
+    LuminaMGPTChat,
+    LuminaMGPTTaskPrompt,
+    LuminaMGPTDecodeResponse,
 ]
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import comfy.model_management as mm
 import comfy.utils
 import torch
 from comfy_api.latest import io
+from PIL import Image
 
 from ..comfy_lumina_mgpt import conversation, pipeline, unirep
 from ..comfy_lumina_mgpt.pipeline import PromptTokens, TokenBatch, TokenizerBundle
-from ..comfy_lumina_mgpt.sampling.generate import generate
+from ..comfy_lumina_mgpt.sampling.generate import StepCallback, generate
 from ..comfy_lumina_mgpt.sampling.settings import SamplerConfig
 from .convert import engine_to_image, stack_images
 from .types import LoadedModel, LuminaModel, LuminaPrompt, LuminaTokenizer, LuminaTokens
@@ -74,13 +78,14 @@ def sampler_config(kw: dict, **extra) -> SamplerConfig:
                          text_temperature=kw["text_temperature"], max_new_tokens=kw["max_new_tokens"], **extra)
 
 
-def run_sampler(model: LoadedModel, bundle: TokenizerBundle, prompt: PromptTokens, settings: SamplerConfig,
-                seed: int, batch_size: int = 1, preview_every: int = 4) -> TokenBatch:
-    """Sample on ComfyUI's device with a progress bar, live previews and cancel; frees the cache after."""
+@contextmanager
+def comfy_sampling(model: LoadedModel, bundle: TokenizerBundle, settings: SamplerConfig, seed: int,
+                   preview_every: int = 4) -> Iterator[tuple[torch.nn.Module, torch.Generator, StepCallback]]:
+    """Model on ComfyUI's device, a seeded generator, and a step callback that drives the progress bar,
+    shows the rows finished so far as a preview and honours Cancel. The KV cache is freed afterwards."""
     mm.load_models_gpu([model.patcher])
     lm = model.patcher.model
     bundle.check_model_vocab(lm.config.vocab_size)
-    device = model.patcher.load_device
     pbar = comfy.utils.ProgressBar(settings.max_new_tokens)
     shown = {"rows": 0}
 
@@ -90,26 +95,26 @@ def run_sampler(model: LoadedModel, bundle: TokenizerBundle, prompt: PromptToken
         codes = pipeline.partial_codes(bundle, tokens[0]) if preview_every else None
         if codes is not None and codes.shape[0] >= shown["rows"] + preview_every:
             shown["rows"] = codes.shape[0]
-            image = engine_to_image(pipeline.decode_codes(bundle, codes))
-            preview = ("JPEG", comfy_pil(image[0]), 512)
+            image = engine_to_image(pipeline.decode_codes(bundle, codes))[0]
+            preview = ("JPEG", Image.fromarray((image.numpy() * 255).astype("uint8")), 512)
         pbar.update_absolute(step, total, preview)
 
-    generator = torch.Generator(device=device).manual_seed(seed)
-    negatives = [list(prompt.negative_ids)] * batch_size if prompt.negative_ids else None
+    generator = torch.Generator(device=model.patcher.load_device).manual_seed(seed)
     try:
-        result = generate(lm, [list(prompt.ids)] * batch_size, bundle.vocab, settings, generator=generator,
-                          on_step=on_step, negative_prompts=negatives)
+        yield lm, generator, on_step
     finally:
         mm.soft_empty_cache()
+
+
+def run_sampler(model: LoadedModel, bundle: TokenizerBundle, prompt: PromptTokens, settings: SamplerConfig,
+                seed: int, batch_size: int = 1, preview_every: int = 4) -> TokenBatch:
+    """Sample ``batch_size`` answers to one prompt inside ComfyUI."""
+    negatives = [list(prompt.negative_ids)] * batch_size if prompt.negative_ids else None
+    with comfy_sampling(model, bundle, settings, seed, preview_every) as (lm, generator, on_step):
+        result = generate(lm, [list(prompt.ids)] * batch_size, bundle.vocab, settings, generator=generator,
+                          on_step=on_step, negative_prompts=negatives)
     texts = tuple(conversation.split_response(t, bundle.text)[0] for t in result.tokens)
     return TokenBatch(tuple(tuple(t) for t in result.tokens), texts)
-
-
-def comfy_pil(image: torch.Tensor):
-    """``[H, W, 3]`` 0..1 -> PIL, for previews."""
-    from PIL import Image
-
-    return Image.fromarray((image.numpy() * 255).astype("uint8"))
 
 
 def decode_to_image(bundle: TokenizerBundle, batch: TokenBatch) -> torch.Tensor:
@@ -177,7 +182,7 @@ class LuminaMGPTSampler(io.ComfyNode):
     def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, prompt: PromptTokens, batch_size: int,
                 force_size: bool, preview_every_rows: int, **kw) -> io.NodeOutput:
         grid = prompt.grid_for(tokenizer.patch) if force_size else None
-        settings = sampler_config(kw, force_size=grid, force_image=grid is not None)
+        settings = sampler_config(kw, force_size=grid, force_images=1 if grid is not None else 0)
         batch = run_sampler(model, tokenizer, prompt, settings, kw["seed"], batch_size, preview_every_rows)
         return io.NodeOutput(batch, "\n".join(batch.texts))
 
@@ -210,6 +215,6 @@ class LuminaMGPTTextToImage(io.ComfyNode):
                 custom_size: str, batch_size: int, **kw) -> io.NodeOutput:
         width, height = chosen_size(resolution, custom_size)
         tokens = pipeline.text_to_image_prompt(tokenizer, prompt, width, height)
-        settings = sampler_config(kw, force_size=tokens.grid_for(tokenizer.patch), force_image=True)
+        settings = sampler_config(kw, force_size=tokens.grid_for(tokenizer.patch), force_images=1)
         batch = run_sampler(model, tokenizer, tokens, settings, kw["seed"], batch_size)
         return io.NodeOutput(decode_to_image(tokenizer, batch))

@@ -100,7 +100,7 @@ def generate(model: LuminaMGPT, prompts: Sequence[Sequence[int]], vocab: LuminaV
     masks = _mask_table(vocab, model.config.vocab_size, device)
     k_img, k_txt = cfg.image_top_k, cfg.text_top_k
     bases = [len(n) for n in negatives] if negatives else [0] * bsz
-    states = [GridState(vocab, cfg.force_size, cfg.force_image, base) for base in bases]
+    states = [GridState(vocab, cfg.force_size, cfg.force_images, base) for base in bases]
     out: list[list[int]] = [[] for _ in range(bsz)]
     pos_c = [len(p) for p in prompts]
     try:

@@ -45,11 +45,12 @@ class GridState:
     """State of one sequence; ``constraint()`` before sampling, ``advance(token)`` after."""
 
     def __init__(self, vocab: LuminaVocab, force_size: tuple[int, int] | None = None,
-                 force_image: bool = False, uncond_base: int = 0) -> None:
+                 force_images: int = 0, uncond_base: int = 0) -> None:
         self.vocab = vocab
         self.uncond_base = uncond_base  # length of a negative-prompt context before the guidance image
         self.force_size = force_size
-        self.force_first_image = force_image
+        self.force_images = force_images
+        self.images_done = 0
         self.phase = Phase.TEXT
         self.h_lat = self.w_lat = 0
         self.body_done = 0      # body tokens emitted so far (codes and end-of-lines)
@@ -71,7 +72,9 @@ class GridState:
         if self.phase == Phase.DONE:
             return Constraint(Allowed.TEXT, v.sep_id, False, False)
         if self.phase == Phase.TEXT:
-            forced = v.boi_id if (self.force_first_image and self.produced == 0) else None
+            forced = None
+            if self.force_images:
+                forced = v.boi_id if self.images_done < self.force_images else v.sep_id
             return Constraint(Allowed.TEXT, forced, False, False)
         if self.phase in (Phase.HEIGHT, Phase.WIDTH):
             forced = None
@@ -108,5 +111,6 @@ class GridState:
             if token != v.eoi_id:
                 raise RuntimeError(f"image grid broken: expected <eoss>, got token {token}")
             self.phase = Phase.TEXT
+            self.images_done += 1
         else:
             self.body_done += 1

@@ -20,7 +20,8 @@ class SamplerConfig:
         max_new_tokens: hard cap on generated tokens (an image cut off by it is dropped).
         force_size: ``(h_grid, w_grid)`` size tokens to force after ``<racm3:break>`` (None: the model picks,
             guided by the ``WxH`` of the prompt).
-        force_image: start the answer with ``<racm3:break>`` instead of letting the model choose.
+        force_images: answer with exactly this many images (``<racm3:break>`` forced to start each, the
+            turn separator forced after the last); 0 lets the model decide what to write.
     """
 
     cfg_scale: float = 4.0
@@ -32,7 +33,7 @@ class SamplerConfig:
     text_temperature: float = 1.0
     max_new_tokens: int = 8192
     force_size: tuple[int, int] | None = None
-    force_image: bool = False
+    force_images: int = 0
 
     def __post_init__(self) -> None:
         for name in ("image_top_k", "text_top_k"):
@@ -49,6 +50,8 @@ class SamplerConfig:
             raise ValueError(f"cfg_scale must be >= 0 (1.0 = no guidance); got {self.cfg_scale}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1; got {self.max_new_tokens}")
+        if self.force_images < 0:
+            raise ValueError(f"force_images must be >= 0; got {self.force_images}")
         if self.force_size is not None and min(self.force_size) < 1:
             raise ValueError(f"force_size must be two positive grid counts; got {self.force_size}")
 

@@ -57,7 +57,7 @@ def check_block(tokens, vocab, size=None):
 
 def test_fifty_seeds_give_well_formed_blocks(tok, model):
     vocab = tok.vocab
-    cfg = SamplerConfig(cfg_scale=3.0, image_top_k=20, text_top_k=5, max_new_tokens=400, force_image=True)
+    cfg = SamplerConfig(cfg_scale=3.0, image_top_k=20, text_top_k=5, max_new_tokens=400, force_images=1)
     sizes = set()
     for first_seed in range(0, 50, 10):
         gen = torch.Generator().manual_seed(first_seed)
@@ -69,7 +69,7 @@ def test_fifty_seeds_give_well_formed_blocks(tok, model):
 
 
 def test_forced_size_is_honoured(tok, model):
-    cfg = SamplerConfig(cfg_scale=2.0, image_top_k=30, max_new_tokens=200, force_size=(2, 3), force_image=True)
+    cfg = SamplerConfig(cfg_scale=2.0, image_top_k=30, max_new_tokens=200, force_size=(2, 3), force_images=1)
     out = generate(model, [prompt_ids(tok)] * 3, tok.vocab, cfg, generator=torch.Generator().manual_seed(5))
     for tokens in out.tokens:
         check_block(tokens, tok.vocab, size=(2, 3))
@@ -78,7 +78,7 @@ def test_forced_size_is_honoured(tok, model):
 def reference_generate(model, prompt, vocab, cfg, generator, guided_always=False):
     """Unbatched, uncached reference: two full forwards per step, guidance context [boi, H, W, ...]."""
     masks = _mask_table(vocab, model.config.vocab_size, torch.device("cpu"))
-    state = GridState(vocab, cfg.force_size, cfg.force_image)
+    state = GridState(vocab, cfg.force_size, cfg.force_images)
     seq, uncond, out = list(prompt), [], []
     for _ in range(cfg.max_new_tokens):
         c = state.constraint()
@@ -113,7 +113,7 @@ def test_batched_guidance_equals_unbatched_two_pass(tok, model, scale):
     also shows cfg=1 equals the unguided path.
     """
     cfg = SamplerConfig(cfg_scale=scale, image_top_k=15, text_top_k=5, max_new_tokens=60,
-                        force_size=(2, 2), force_image=True)
+                        force_size=(2, 2), force_images=1)
     for seed in range(3):
         got = generate(model, [prompt_ids(tok)], tok.vocab, cfg, generator=torch.Generator().manual_seed(seed))
         want = reference_generate(model, prompt_ids(tok), tok.vocab, cfg, torch.Generator().manual_seed(seed),
@@ -122,7 +122,7 @@ def test_batched_guidance_equals_unbatched_two_pass(tok, model, scale):
 
 
 def test_same_seed_same_tokens_and_batch_items_differ(tok, model):
-    cfg = SamplerConfig(cfg_scale=4.0, image_top_k=50, max_new_tokens=100, force_size=(2, 2), force_image=True)
+    cfg = SamplerConfig(cfg_scale=4.0, image_top_k=50, max_new_tokens=100, force_size=(2, 2), force_images=1)
     a = generate(model, [prompt_ids(tok)] * 2, tok.vocab, cfg, generator=torch.Generator().manual_seed(11))
     b = generate(model, [prompt_ids(tok)] * 2, tok.vocab, cfg, generator=torch.Generator().manual_seed(11))
     c = generate(model, [prompt_ids(tok)] * 2, tok.vocab, cfg, generator=torch.Generator().manual_seed(12))
@@ -134,7 +134,7 @@ def test_same_seed_same_tokens_and_batch_items_differ(tok, model):
 def test_prompts_of_different_lengths_in_one_batch(tok, model):
     """Right-padded prompts of different lengths decode exactly as each would alone (greedy, so no RNG)."""
     cfg = SamplerConfig(cfg_scale=2.0, image_top_k=1, text_top_k=1, max_new_tokens=40, force_size=(2, 2),
-                        force_image=True)
+                        force_images=1)
     short, long = prompt_ids(tok, "a"), prompt_ids(tok, "a small green triangle in the centre")
     both = generate(model, [short, long], tok.vocab, cfg)
     for prompt, tokens in zip([short, long], both.tokens):
@@ -143,7 +143,7 @@ def test_prompts_of_different_lengths_in_one_batch(tok, model):
 
 
 def test_negative_prompt_changes_guidance(tok, model):
-    cfg = SamplerConfig(cfg_scale=6.0, image_top_k=40, max_new_tokens=60, force_size=(2, 2), force_image=True)
+    cfg = SamplerConfig(cfg_scale=6.0, image_top_k=40, max_new_tokens=60, force_size=(2, 2), force_images=1)
     plain = generate(model, [prompt_ids(tok)], tok.vocab, cfg, generator=torch.Generator().manual_seed(4))
     negative = generate(model, [prompt_ids(tok)], tok.vocab, cfg, generator=torch.Generator().manual_seed(4),
                         negative_prompts=[prompt_ids(tok, "blue square")])
@@ -152,7 +152,7 @@ def test_negative_prompt_changes_guidance(tok, model):
 
 
 def test_callback_sees_progress_and_cancel_frees_cache(tok, model):
-    cfg = SamplerConfig(cfg_scale=3.0, image_top_k=10, max_new_tokens=100, force_size=(2, 2), force_image=True)
+    cfg = SamplerConfig(cfg_scale=3.0, image_top_k=10, max_new_tokens=100, force_size=(2, 2), force_images=1)
     seen = []
 
     class Cancelled(Exception):
@@ -167,18 +167,19 @@ def test_callback_sees_progress_and_cancel_frees_cache(tok, model):
         generate(model, [prompt_ids(tok)], tok.vocab, cfg, generator=torch.Generator().manual_seed(0),
                  on_step=on_step)
     assert model.cache_len == 0 and all(layer.self_attn.kv_cache is None for layer in model.model.layers)
-    # once the size is known the total is exact: 3 header + 2 rows of (4+1) + eoi + sep = 15
-    assert seen[-1] == (8, 15)
+    # once the size is known the total is exact: boi, H, W + 4 latent rows of (4 codes + eol) + eoi + sep
+    assert seen[-1] == (8, 3 + 4 * 5 + 2)
 
 
 def test_processors_return_new_tensors():
-    scores = torch.tensor([[1.0, 3.0, 2.0, 0.5], [0.0, 0.0, 5.0, 1.0]])
+    scores = torch.tensor([[1.0, 3.0, 2.0, 0.5], [0.0, 0.5, 5.0, 1.0]])
     before = scores.clone()
     k = top_k_mask(scores, 2)
     assert torch.equal(scores, before)
     assert torch.isinf(k[0, [0, 3]]).all() and torch.isfinite(k[0, [1, 2]]).all()
     per_row = top_k_mask(scores, torch.tensor([1, 3]))
     assert torch.isfinite(per_row[0]).sum() == 1 and torch.isfinite(per_row[1]).sum() == 3
+    assert torch.isfinite(top_k_mask(torch.tensor([[2.0, 2.0, 1.0]]), 1)).sum() == 2  # ties at the k-th kept
     p = top_p_mask(torch.tensor([[10.0, 0.0, -10.0]]), torch.tensor([0.5]))
     assert torch.isfinite(p).tolist() == [[True, False, False]]
 

@@ -1,0 +1,111 @@
+"""Write the editor-format workflows in ``workflows/`` from the API-format ones in ``workflows/api/``.
+
+The API graphs are the source of truth (tests run them); the editor graphs are what ComfyUI's template
+browser lists and what people drop onto the canvas. The conversion needs each node's input order, which only a
+running server knows, so it reads ``/object_info`` (from ``--server URL`` or a saved ``--object-info FILE``).
+
+    python scripts/make_ui_workflows.py --server http://127.0.0.1:8188
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+COLUMN_WIDTH, ROW_HEIGHT = 380, 330
+
+
+def is_widget(spec: list) -> bool:
+    kind = spec[0]
+    return isinstance(kind, list) or kind in WIDGET_TYPES
+
+
+def ordered_inputs(info: dict) -> list[tuple[str, list]]:
+    inputs = info["input"]
+    order = info.get("input_order", {})
+    out = []
+    for group in ("required", "optional"):
+        names = order.get(group, list(inputs.get(group, {})))
+        out += [(name, inputs[group][name]) for name in names]
+    return out
+
+
+def depth_of(node_id: str, graph: dict, memo: dict) -> int:
+    """Longest chain of links above a node: its column in the layout."""
+    if node_id not in memo:
+        parents = [v[0] for v in graph[node_id]["inputs"].values() if isinstance(v, list) and len(v) == 2
+                   and isinstance(v[0], str)]
+        memo[node_id] = 1 + max((depth_of(p, graph, memo) for p in parents), default=-1)
+    return memo[node_id]
+
+
+def to_ui(graph: dict, object_info: dict) -> dict:
+    """Convert one API-format graph to the editor's format (nodes, links, widget values in schema order)."""
+    memo: dict = {}
+    columns: dict[int, int] = {}
+    nodes, links = [], []
+    outputs_of: dict[str, list[dict]] = {}
+    for node_id, node in graph.items():
+        info = object_info[node["class_type"]]
+        outputs_of[node_id] = [{"name": n, "type": t, "links": [], "slot_index": i}
+                               for i, (n, t) in enumerate(zip(info["output_name"], info["output"]))]
+    for order, (node_id, node) in enumerate(sorted(graph.items(), key=lambda kv: int(kv[0]))):
+        info = object_info[node["class_type"]]
+        col = depth_of(node_id, graph, memo)
+        row = columns.get(col, 0)
+        columns[col] = row + 1
+        inputs, widgets = [], []
+        for name, spec in ordered_inputs(info):
+            value = node["inputs"].get(name)
+            if is_widget(spec) and not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
+                if value is None:
+                    continue
+                widgets.append(value)
+                if len(spec) > 1 and isinstance(spec[1], dict) and spec[1].get("control_after_generate"):
+                    widgets.append("fixed")
+                continue
+            entry = {"name": name, "type": spec[0] if not isinstance(spec[0], list) else "COMBO", "link": None}
+            if isinstance(value, list):
+                link_id = len(links) + 1
+                src, slot = value
+                links.append([link_id, int(src), slot, int(node_id), len(inputs), entry["type"]])
+                outputs_of[src][slot]["links"].append(link_id)
+                entry["link"] = link_id
+            inputs.append(entry)
+        nodes.append({
+            "id": int(node_id), "type": node["class_type"], "pos": [40 + col * COLUMN_WIDTH, 40 + row * ROW_HEIGHT],
+            "size": [340, 260], "flags": {}, "order": order, "mode": 0, "inputs": inputs,
+            "outputs": outputs_of[node_id], "properties": {"Node name for S&R": node["class_type"]},
+            "widgets_values": widgets,
+            **({"title": node["_meta"]["title"]} if node.get("_meta", {}).get("title") else {}),
+        })
+    return {"last_node_id": max(int(k) for k in graph), "last_link_id": len(links), "nodes": nodes,
+            "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--server", help="URL of a running ComfyUI with this pack loaded")
+    src.add_argument("--object-info", type=Path, help="a saved /object_info JSON")
+    args = parser.parse_args(argv)
+    if args.server:
+        with urllib.request.urlopen(args.server.rstrip("/") + "/object_info", timeout=60) as resp:
+            object_info = json.load(resp)
+    else:
+        object_info = json.loads(args.object_info.read_text())
+    for api_path in sorted((REPO / "workflows" / "api").glob("*.json")):
+        graph = json.loads(api_path.read_text())
+        ui = to_ui(graph, object_info)
+        out = REPO / "workflows" / api_path.name
+        out.write_text(json.dumps(ui, indent=2) + "\n")
+        print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

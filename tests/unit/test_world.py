@@ -1,0 +1,231 @@
+"""The synthetic world: seeded scenes, task renders, the conversation dataset and the pixel analyser."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER
+from comfy_lumina_mgpt.world import (
+    COLOURS,
+    SHAPES,
+    WORLD_SIZES,
+    WORLD_TASKS,
+    caption,
+    depth_error,
+    detect_objects,
+    detection_box,
+    detection_iou,
+    edit_scene,
+    edit_score,
+    multiview_consistency,
+    normals_error,
+    read_jsonl,
+    render_depth,
+    render_detection,
+    render_image,
+    render_multiview,
+    render_normals,
+    render_segmentation,
+    sample_scene,
+    scene_problem,
+    score_text_to_image,
+    segmentation_iou,
+    summarise_scores,
+    vqa_accuracy,
+    write_world_dataset,
+)
+from comfy_lumina_mgpt.world.cli import main as world_main
+from comfy_lumina_mgpt.world.scene import WorldObject, label_components, label_components_numpy, label_map
+
+SCENES = [sample_scene(random.Random(i)) for i in range(50)]
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_writes_identical_bytes(tmp_path):
+    a = write_world_dataset(tmp_path / "a", 5, seed=7)
+    b = write_world_dataset(tmp_path / "b", 5, seed=7)
+    c = write_world_dataset(tmp_path / "c", 5, seed=8)
+    assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
+    assert Path(a).read_bytes() != Path(c).read_bytes()
+    assert a.counts == b.counts == {t: 5 for t in WORLD_TASKS}
+
+
+def test_fewer_tasks_keep_the_same_records(tmp_path):
+    full = read_jsonl(write_world_dataset(tmp_path / "full", 3, seed=1).path)
+    sub = read_jsonl(write_world_dataset(tmp_path / "sub", 3, seed=1, tasks=["vqa", "editing"]).path)
+    assert sub == [r for r in full if r["task"] in ("vqa", "editing")]
+    with pytest.raises(ValueError, match="choose from"):
+        write_world_dataset(tmp_path / "bad", 1, seed=1, tasks=["depth", "colouring"])
+
+
+def test_jsonl_has_every_task_in_the_official_format(tmp_path):
+    ds = write_world_dataset(tmp_path, 4, seed=3)
+    records = read_jsonl(ds.path)
+    assert Counter(r["task"] for r in records) == Counter({t: 4 for t in WORLD_TASKS})
+    fixed = {"segmentation": "Segmentic segmentation. <|image|>", "depth": "Depth estimation. <|image|>",
+             "normals": "Surface normal estimation. <|image|>", "pose": "Human pose estimation. <|image|>",
+             "caption": "Describe the image in detail. <|image|>"}
+    for r in records:
+        human, gpt = r["conversations"]
+        assert (human["from"], gpt["from"]) == ("human", "gpt")
+        n_placeholders = human["value"].count(IMAGE_PLACEHOLDER) + gpt["value"].count(IMAGE_PLACEHOLDER)
+        assert n_placeholders == len(r["image"]) >= 1
+        assert all((tmp_path / p).is_file() for p in r["image"])
+        sizes = {Image.open(tmp_path / p).size for p in r["image"]}
+        assert len(sizes) == 1  # every image of a record has the scene's (or the multiview canvas') size
+        task, q, a = r["task"], human["value"], gpt["value"]
+        if task in fixed:
+            assert q == fixed[task]
+        if task == "text_to_image":
+            w, h = sizes.pop()
+            assert q.startswith(f"Generate an image of {w}x{h} according to the following prompt:\na ")
+        elif task == "detection":
+            assert q.startswith("Detect: ") and q.endswith(" <|image|>")
+            assert q.split()[1] in COLOURS and q.split()[2] in SHAPES
+        elif task == "editing":
+            assert q.split()[0] in ("Change", "Remove", "Move") and q.endswith(". <|image|>")
+        elif task == "condition_to_image":
+            assert q.startswith("Generate an image according to the provided image, and according to the "
+                                "following caption:\na ") and q.endswith(" <|image|>")
+        elif task == "multiview":
+            w, h = sizes.pop()
+            assert q.startswith(f"Generate 4 views of {w}x{h} of the following object, turning around it:\n")
+            assert a == IMAGE_PLACEHOLDER * 4
+        elif task == "vqa":
+            assert q.endswith("? <|image|>") and a and IMAGE_PLACEHOLDER not in a
+        elif task == "caption":
+            assert a.startswith("a ") and IMAGE_PLACEHOLDER not in a
+        if task not in ("caption", "vqa", "multiview"):
+            assert a == IMAGE_PLACEHOLDER
+    truth = read_jsonl(tmp_path / "scenes.jsonl")
+    assert [t["scene_id"] for t in truth] == [0, 1, 2, 3]
+
+
+def test_cli_folder_mode_writes_captioned_images(tmp_path, capsys):
+    argv = ["generate", "--out", str(tmp_path), "--scenes", "3", "--seed", "2", "--folder-mode"]
+    assert world_main(argv) == 0
+    pngs, txts = sorted(tmp_path.glob("*.png")), sorted(tmp_path.glob("*.txt"))
+    assert [p.stem for p in pngs] == [t.stem for t in txts] == ["000000", "000001", "000002"]
+    assert txts[0].read_text(encoding="utf-8").startswith("a ")
+    assert world_main(["generate", "--out", str(tmp_path / "j"), "--scenes", "1", "--tasks", "nope"]) == 2
+
+
+def test_scenes_are_seeded_and_unambiguous():
+    assert sample_scene(random.Random(11)) == sample_scene(random.Random(11))
+    assert {s.size for s in SCENES} <= set(WORLD_SIZES)
+    for s in SCENES:
+        assert scene_problem(s) is None
+        assert len({o.name for o in s.objects}) == len(s.objects)
+    one = sample_scene(3, size=(64, 48), n_objects=2)
+    assert caption(one).count(" and ") == 1 and one.size == (64, 48)
+    assert any(int((label_map(s) >= 0).sum()) < sum(_full_area(o, s) for o in s.objects) for s in SCENES), \
+        "the sample should contain at least one scene with occlusion"
+
+
+def _full_area(o: WorldObject, s) -> int:
+    from comfy_lumina_mgpt.world.scene import shape_mask
+
+    return int(shape_mask(o.shape, o.cx, o.cy, o.radius, s.width, s.height).sum())
+
+
+def test_analyser_scores_the_worlds_own_pictures_perfectly():
+    scores = [score_text_to_image(render_image(s), s) for s in SCENES]
+    summary = summarise_scores(scores)
+    assert set(summary) >= {"aspect_ratio", "single_object", "two_objects", "counting", "colour_attribution",
+                            "position", "size", "overall"}
+    assert summary == {k: 1.0 for k in summary}
+
+
+def test_analyser_tolerates_slight_blur():
+    blur = ImageFilter.GaussianBlur(0.8)
+    scores = [score_text_to_image(render_image(s).filter(blur), s) for s in SCENES[:20]]
+    assert summarise_scores(scores)["overall"] >= 0.9
+
+
+def test_analyser_is_low_on_noise_and_blank_pictures():
+    rng = np.random.default_rng(0)
+    noise = [rng.integers(0, 256, (s.height, s.width, 3), dtype=np.uint8) for s in SCENES]
+    scores = [score_text_to_image(image, s) for image, s in zip(noise, SCENES)]
+    summary = summarise_scores(scores)
+    assert summary["aspect_ratio"] == 1.0
+    assert all(v <= 0.1 for k, v in summary.items() if k != "aspect_ratio"), summary
+    assert detect_objects(Image.new("RGB", (48, 48), (240, 240, 240))) == []
+    assert score_text_to_image(render_image(SCENES[0]).resize((80, 80)), SCENES[0])["aspect_ratio"] == 0.0
+
+
+def test_dense_metrics():
+    s = next(s for s in SCENES if len(s.objects) >= 3)
+    seg = render_segmentation(s)
+    assert segmentation_iou(seg, seg) == 1.0
+    shifted = Image.fromarray(np.roll(np.asarray(seg), 3, axis=1))
+    assert segmentation_iou(shifted, seg) < 0.8
+    assert depth_error(render_depth(s), render_depth(s)) == 0.0
+    assert depth_error(Image.new("RGB", s.size), render_depth(s)) > 0.0
+    assert normals_error(render_normals(s), render_normals(s)) < 1e-3
+    assert normals_error(Image.new("RGB", s.size, (128, 128, 255)), render_normals(s)) > 5.0
+
+
+def test_detection_iou_of_own_render():
+    ious = [detection_iou(render_detection(s, o), detection_box(s, o)) for s in SCENES[:20]
+            for o in s.objects]
+    assert min(ious) > 0.9
+    assert detection_iou(render_image(SCENES[0]), detection_box(SCENES[0], SCENES[0].objects[0])) == 0.0
+
+
+def test_edits_are_seeded_varied_and_scored():
+    kinds = Counter()
+    for i, s in enumerate(SCENES):
+        instruction, edited = edit_scene(s, random.Random(i))
+        assert edit_scene(s, random.Random(i)) == (instruction, edited)
+        assert scene_problem(edited) is None
+        kinds[instruction.split()[0]] += 1
+        assert edit_score(render_image(edited), edited) == 1.0
+        assert edit_score(render_image(s), edited) < 1.0
+    assert set(kinds) == {"Change", "Remove", "Move"}
+
+
+def test_multiview_frames_turn_and_stay_consistent():
+    for shape in SHAPES:
+        obj = WorldObject(shape, "green", "small", "centre", 0, 0, 0, 0)
+        frames = render_multiview(obj, 4, (48, 48))
+        arrays = [np.asarray(f) for f in frames]
+        assert all(not np.array_equal(a, b) for a, b in zip(arrays, arrays[1:]))
+        assert multiview_consistency(frames, obj) == 1.0
+        other = render_multiview(WorldObject(shape, "blue", "small", "centre", 0, 0, 0, 0), 4, (48, 48))
+        assert multiview_consistency(frames[:3] + other[:1], obj) == 0.75
+
+
+def test_vqa_accuracy_normalises_answers():
+    assert vqa_accuracy(["Red.", "three", "On the left", "center"], ["red", "3", "left", "centre"]) == 1.0
+    assert vqa_accuracy(["blue", "2"], ["red", "2"]) == 0.5
+    with pytest.raises(ValueError):
+        vqa_accuracy(["a"], [])
+
+
+def test_numpy_labelling_matches():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        mask = rng.random((23, 31)) < rng.uniform(0.2, 0.7)
+        a, n = label_components(mask)
+        b, k = label_components_numpy(mask)
+        assert n == k and np.array_equal(a, b)
+    ring = np.zeros((7, 7), bool)
+    ring[1, 1:6] = ring[5, 1:6] = ring[1:6, 1] = ring[1:6, 5] = True
+    ring[3, 3] = True
+    assert label_components_numpy(ring)[1] == 2
+
+
+def test_records_round_trip_through_json(tmp_path):
+    ds = write_world_dataset(tmp_path, 1, seed=0, tasks=["text_to_image"])
+    line = Path(ds).read_text(encoding="utf-8").splitlines()[0]
+    assert list(json.loads(line)) == ["conversations", "image", "task", "scene_id"]
