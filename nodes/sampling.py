@@ -143,7 +143,7 @@ class LuminaMGPTPrompt(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resolution: str, custom_size: str, **_) -> bool | str:
+    def validate_inputs(cls, resolution: str, custom_size: str) -> bool | str:
         return validate_size(resolution, custom_size)
 
     @classmethod
@@ -207,7 +207,7 @@ class LuminaMGPTTextToImage(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resolution: str, custom_size: str, **_) -> bool | str:
+    def validate_inputs(cls, resolution: str, custom_size: str) -> bool | str:
         return validate_size(resolution, custom_size)
 
     @classmethod

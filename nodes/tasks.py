@@ -175,7 +175,7 @@ class LuminaMGPTMultiview(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resolution: str, custom_size: str, **_) -> bool | str:
+    def validate_inputs(cls, resolution: str, custom_size: str) -> bool | str:
         return validate_size(resolution, custom_size)
 
     @classmethod

@@ -148,6 +148,7 @@ def save_model(model: LuminaMGPT, folder: str | Path, *, max_shard_bytes: int = 
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; a model folder is meant to be shared
     try:
         state = {k: (v.to(dtype) if dtype is not None else v).detach().contiguous().cpu()
                  for k, v in model.state_dict().items()}

@@ -1,0 +1,78 @@
+"""End-to-end fixtures: one real ComfyUI 0.3.75 server per test session, with this repo as a custom node pack.
+
+ComfyUI is installed by ``scripts/setup.sh`` into ``.comfyui/`` (or set ``COMFYUI_DIR``). Without it the e2e
+tests are skipped locally, but with ``CI=true`` a missing ComfyUI, and any skipped e2e test, is a failure.
+
+Tests write tiny models into ``comfy_server.models_dir / "lumina_mgpt" / NAME`` before submitting prompts
+(ComfyUI rescans model folders per request). Vary a seed per test: an identical graph is served from cache.
+``import comfyui_harness`` works in test modules (this conftest registers it) for ``ComfyHTTPError`` etc.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HARNESS_PATH = REPO_ROOT / "scripts" / "comfyui_harness.py"
+
+
+def _load_harness():
+    if "comfyui_harness" in sys.modules:
+        return sys.modules["comfyui_harness"]
+    spec = importlib.util.spec_from_file_location("comfyui_harness", HARNESS_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["comfyui_harness"] = module  # dataclasses need the module registered while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _load_harness()
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+@pytest.fixture(scope="session")
+def comfy_harness():
+    """The ``scripts/comfyui_harness.py`` module."""
+    return harness
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """A started ``ComfyServer`` (``.url``, ``.models_dir``, ``.post_prompt``, ``.wait_for``, ``.run``...)."""
+    comfy_dir = harness.default_comfy_dir()
+    if not harness.comfy_installed(comfy_dir):
+        reason = (f"ComfyUI is not installed at {comfy_dir}; run `bash scripts/setup.sh` "
+                  "(or set COMFYUI_DIR to a ComfyUI checkout)")
+        if in_ci():
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+    base = tmp_path_factory.mktemp("comfyui")  # kept by pytest after the run: base/comfyui.log
+    server = harness.ComfyServer(comfy_dir, base)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true an e2e test may not skip; a failing e2e test gets the server log tail in its report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"e2e tests must not skip when CI=true; skip reason: {reason}"
+    if report.failed:
+        server = item.funcargs.get("comfy_server") if hasattr(item, "funcargs") else None
+        if server is not None:
+            report.sections.append(("ComfyUI log (tail)", server.log_tail(80)))

@@ -1,0 +1,45 @@
+"""Shared fixtures: real ``tokenizers`` files in Chameleon's layout, built once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+from comfy_lumina_mgpt.vocab_builder import build_chameleon_tokenizer
+
+CORPUS = [
+    "Generate an image of 768x768 according to the following prompt:\na cat",
+    "Generate an image of 512x512 according to the following prompt:\na dog playing in the water",
+    "Depth estimation. Segmentic segmentation. Surface normal estimation. Human pose estimation.",
+    "Describe the image in detail. The image shows a red circle and a blue square.",
+    "Detect: the cat. What colour is the circle? It is red.",
+]
+
+
+@pytest.fixture(scope="session")
+def official_tokenizer_path(tmp_path_factory):
+    """Official id layout: 8192 codes at ids 4..8195, <reservedNNNNN> at NNNNN+4, sizes up to n=64."""
+    folder = tmp_path_factory.mktemp("official_tokenizer")
+    return build_chameleon_tokenizer(folder / "tokenizer.json", num_codes=8192, max_grid=64,
+                                     text_corpus=CORPUS, text_vocab_size=400, official_layout=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_path(tmp_path_factory):
+    """Compact layout: 64 codes, sizes up to n=8."""
+    folder = tmp_path_factory.mktemp("tiny_tokenizer")
+    return build_chameleon_tokenizer(folder / "tokenizer.json", num_codes=64, max_grid=8, text_corpus=CORPUS,
+                                     text_vocab_size=300, official_layout=False)
+
+
+@pytest.fixture(scope="session")
+def official_tokenizer(official_tokenizer_path):
+    from comfy_lumina_mgpt.tokenizer import TextTokenizer
+
+    return TextTokenizer.from_file(official_tokenizer_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_tokenizer_path):
+    from comfy_lumina_mgpt.tokenizer import TextTokenizer
+
+    return TextTokenizer.from_file(tiny_tokenizer_path)
