@@ -56,4 +56,26 @@ if [ -n "${COMFYUI_DIR:-}" ]; then
 else
   say "ComfyUI: $("$PY" scripts/comfyui_harness.py install --dest "$ROOT/.comfyui")"
 fi
+# Driver of the editor tests (tests/e2e/test_ui.py): Chromium + playwright-core (no browser download).
+# Set SETUP_UI=0 to skip; without them those tests skip (and fail under CI=true).
+if [ "${SETUP_UI:-1}" != "0" ]; then
+  if ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+      say "installing chromium (apt-get, about a minute)"
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+        || say "warning: apt-get could not install chromium; the editor tests will not run"
+    else
+      say "warning: no chromium on PATH (install it as root: apt-get install chromium); editor tests will not run"
+    fi
+  fi
+  if [ ! -d .cache/ui-driver/node_modules/playwright-core ]; then
+    if command -v npm >/dev/null 2>&1; then
+      say "installing playwright-core into .cache/ui-driver (npm)"
+      npm install --prefix .cache/ui-driver --no-audit --no-fund --silent "playwright-core@1.65.1" >/dev/null \
+        || say "warning: npm could not install playwright-core; the editor tests will not run"
+    else
+      say "warning: no npm on PATH; the editor tests will not run"
+    fi
+  fi
+fi
 say "ready in $((SECONDS - t0)) s"

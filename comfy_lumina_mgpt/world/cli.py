@@ -2,6 +2,7 @@
 
     python -m comfy_lumina_mgpt world generate --out data/world --scenes 2000 --seed 0
     python -m comfy_lumina_mgpt world generate --out data/world-t2i --scenes 2000 --seed 0 --folder-mode
+    python -m comfy_lumina_mgpt world train        # the bundled model, models/lumina_mgpt/lumina-mgpt-world
 """
 
 from __future__ import annotations
@@ -25,11 +26,43 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tasks", default=",".join(WORLD_TASKS),
                    help=f"comma-separated subset of {','.join(WORLD_TASKS)}")
     g.add_argument("--views", type=int, default=4, help="frames per multiview example")
+    t = sub.add_parser("train", help="train the bundled small model (VQGAN, tokenizer, Lumina-mGPT) from scratch")
+    from dataclasses import fields
+
+    from .train import WorldTrainConfig
+
+    defaults = WorldTrainConfig()
+    t.add_argument("--out", default=defaults.out, help="model folder to write")
+    t.add_argument("--work", dest="work_dir", default=defaults.work_dir,
+                   help="run folder (stages found finished there are reused)")
+    t.add_argument("--fresh", action="store_true", help="delete --work first")
+    for f in fields(WorldTrainConfig):
+        if f.name in ("out", "work_dir"):
+            continue
+        t.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(defaults, f.name)),
+                       default=getattr(defaults, f.name))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "train":
+        import logging
+        from dataclasses import fields
+
+        from .train import WorldTrainConfig, clean_work_dir, run
+
+        logging.basicConfig(level=logging.WARNING)
+        values = {f.name: getattr(args, f.name) for f in fields(WorldTrainConfig)}
+        try:
+            cfg = WorldTrainConfig(**values)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if args.fresh:
+            clean_work_dir(cfg.work_dir)
+        print(run(cfg, log=lambda msg: print(msg, flush=True)))
+        return 0
     if args.command == "generate":
         try:
             if args.folder_mode:
