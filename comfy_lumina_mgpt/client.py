@@ -1,11 +1,13 @@
 """Run an API-format workflow on a ComfyUI server, headless, and download the images it saves.
 
-    python -m comfy_lumina_mgpt run-workflow workflows/api/text_to_image.json --server http://127.0.0.1:8188 \\
-        --set prompt.prompt="a red circle on the left" --set sampler.seed=7 --out out/
+    python -m comfy_lumina_mgpt run-workflow workflows/api/text_to_image.json \\
+        --server http://127.0.0.1:8188 --set prompt.prompt="a red circle on the left" \\
+        --set sampler.seed=7 --out out/
 
 ``--set NODE.INPUT=VALUE`` changes one input before submitting. ``NODE`` is a node id, a node title
-(``_meta.title``) or a class type (it must name exactly one node). ``VALUE`` keeps the type of the value it
-replaces (a string input stays a string); a new input is read as int / float / true / false / JSON, else text.
+(``_meta.title``) or a class type (it must name exactly one node), and INPUT one of its widget inputs.
+``VALUE`` takes the type of the value it replaces: a string input stays text, numbers and booleans are parsed
+(a value of another type is read as int / float / true / false / JSON, else text).
 
 Progress comes from ComfyUI's websocket; a node that raises makes this exit 1 with the node and its message.
 Saved images are downloaded into ``--out`` and their paths printed on stdout, one per line (the rest goes to
@@ -47,7 +49,7 @@ class WorkflowError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------- overrides
 def parse_value(raw: str) -> Any:
-    """``"7"`` -> 7, ``"0.5"`` -> 0.5, ``"true"`` -> True, JSON (lists, objects, null, quoted strings), else text."""
+    """``"7"`` -> 7, ``"0.5"`` -> 0.5, ``"true"`` -> True, JSON (lists, objects, null, "..."), else text."""
     text = raw.strip()
     low = text.lower()
     if low in ("true", "false"):
@@ -66,7 +68,7 @@ def parse_value(raw: str) -> Any:
 
 
 def coerce_value(raw: str, current: Any) -> Any:
-    """Read ``raw`` (from the command line) as the type of the value it replaces, else with ``parse_value``."""
+    """Read ``raw`` (command line text) as the type of the value it replaces, else with ``parse_value``."""
     if isinstance(current, str):
         return raw
     if isinstance(current, bool):
@@ -98,7 +100,7 @@ def parse_set(arg: str) -> tuple[str, str]:
 
 
 def find_node(workflow: dict, ref: str) -> str:
-    """The id of the node named ``ref``: a node id, else a unique ``_meta.title``, else a unique class type."""
+    """The id of the node ``ref``: a node id, else a unique ``_meta.title``, else a unique class type."""
     if ref in workflow:
         return ref
     for label, getter in (("title", lambda n: (n.get("_meta") or {}).get("title")),
@@ -114,7 +116,7 @@ def find_node(workflow: dict, ref: str) -> str:
 
 
 def apply_overrides(workflow: dict, overrides: dict[str, object]) -> dict:
-    """A copy of ``workflow`` with ``{"NODE.INPUT": value}`` applied (string values are coerced, see module doc)."""
+    """A copy of ``workflow`` with ``{"NODE.INPUT": value}`` applied (str values coerced, see module doc)."""
     graph = json.loads(json.dumps(workflow))
     for key, value in overrides.items():
         ref, dot, input_name = key.rpartition(".")
@@ -123,7 +125,8 @@ def apply_overrides(workflow: dict, overrides: dict[str, object]) -> dict:
         node_id = find_node(graph, ref)
         inputs = graph[node_id].setdefault("inputs", {})
         if input_name not in inputs:
-            raise ValueError(f"node {node_id} ({graph[node_id].get('class_type')}) has no input {input_name!r}; "
+            kind = graph[node_id].get("class_type")
+            raise ValueError(f"node {node_id} ({kind}) has no input {input_name!r}; "
                              f"its inputs: {', '.join(sorted(inputs)) or 'none'}")
         current = inputs[input_name]
         if isinstance(current, list):
@@ -204,7 +207,7 @@ def format_node_errors(body: Any, workflow: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------- progress
 class ProgressPrinter:
-    """Default ``on_event``: a line per node start, and progress per node at every 10 % (or every ``every_s``)."""
+    """Default ``on_event``: a line per node start, each node's progress at every 10 % (or ``every_s``)."""
 
     def __init__(self, workflow: dict, stream: TextIO | None = None, every_s: float = 30.0) -> None:
         self.workflow = workflow
@@ -255,7 +258,8 @@ def _wait(ws: Any, prompt_id: str, on_event: Callable[[str, dict], None], timeou
         except websocket.WebSocketTimeoutException:
             continue
         except (websocket.WebSocketConnectionClosedException, ConnectionError, OSError) as err:
-            raise WorkflowError(f"lost the websocket connection to ComfyUI while running {prompt_id}: {err}") from None
+            raise WorkflowError(f"lost the websocket connection to ComfyUI while running {prompt_id}: {err}"
+                                ) from None
         if isinstance(frame, bytes):
             on_event("preview", {"bytes": len(frame)})
             continue
@@ -287,7 +291,8 @@ def _history_images(server: str, prompt_id: str) -> list[dict]:
         if entry and (entry.get("status") or {}).get("completed", True):
             outputs = entry.get("outputs") or {}
             return [img for node_id in sorted(outputs, key=lambda k: (len(k), k))
-                    for img in outputs[node_id].get("images", []) if isinstance(img, dict) and "filename" in img]
+                    for img in outputs[node_id].get("images", [])
+                    if isinstance(img, dict) and "filename" in img]
         if time.monotonic() > deadline:
             raise WorkflowError(f"prompt {prompt_id} finished but /history has no entry for it")
         time.sleep(0.2)
@@ -304,7 +309,8 @@ def _unique(path: Path) -> Path:
 
 
 def run_workflow(workflow: dict, server: str, out_dir: Path, overrides: dict[str, object] | None = None,
-                 on_event: Callable[[str, dict], None] | None = None, timeout: float | None = None) -> list[Path]:
+                 on_event: Callable[[str, dict], None] | None = None,
+                 timeout: float | None = None) -> list[Path]:
     """Submit ``workflow`` (API format) to ``server``, wait for it and download its images into ``out_dir``.
 
     ``on_event(kind, data)`` receives every websocket message of the prompt (``progress`` has node/value/max;
@@ -329,8 +335,8 @@ def run_workflow(workflow: dict, server: str, out_dir: Path, overrides: dict[str
         status, raw = _request(server, "POST", "/prompt", {"prompt": graph, "client_id": client_id})
         body = _json(raw)
         if status != 200:
-            raise WorkflowError(f"ComfyUI rejected the workflow (HTTP {status}):\n{format_node_errors(body, graph)}",
-                                details=body)
+            readable = format_node_errors(body, graph)
+            raise WorkflowError(f"ComfyUI rejected the workflow (HTTP {status}):\n{readable}", details=body)
         prompt_id = body["prompt_id"]
         logger.info("queued prompt %s", prompt_id)
         _wait(ws, prompt_id, on_event, timeout)
@@ -368,12 +374,12 @@ def main(argv: list[str] | None = None) -> int:
         overrides = dict(parse_set(s) for s in args.sets)
         paths = run_workflow(workflow, args.server, args.out, overrides, timeout=args.timeout)
     except (WorkflowError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)  # noqa: T201
         return 1
     if not paths:
-        print("the workflow finished but saved no image", file=sys.stderr)
+        print("the workflow finished but saved no image", file=sys.stderr)  # noqa: T201
     for path in paths:
-        print(path)
+        print(path)  # noqa: T201
     return 0
 
 

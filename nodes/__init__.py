@@ -8,6 +8,7 @@ from .convert import register_folders
 from .images import LuminaMGPTVQDecode, LuminaMGPTVQEncode
 from .loaders import LuminaMGPTModelLoader, LuminaMGPTTokenizerLoader
 from .sampling import LuminaMGPTPrompt, LuminaMGPTSampler, LuminaMGPTTextToImage
+from .training import LuminaMGPTLoraLoader, LuminaMGPTSaveMerged, LuminaMGPTTrainer
 from .tasks import (LuminaMGPTChat, LuminaMGPTConditionToImage, LuminaMGPTDecodeResponse, LuminaMGPTDensePrediction,
                     LuminaMGPTDetect, LuminaMGPTImageEdit, LuminaMGPTMultiview, LuminaMGPTTaskPrompt)
 
@@ -27,6 +28,9 @@ NODES: list[type[io.ComfyNode]] = [
     LuminaMGPTChat,
     LuminaMGPTTaskPrompt,
     LuminaMGPTDecodeResponse,
+    LuminaMGPTTrainer,
+    LuminaMGPTLoraLoader,
+    LuminaMGPTSaveMerged,
 ]
 
 

@@ -17,13 +17,15 @@ import folder_paths
 
 FOLDER = "lumina_mgpt"
 VQ_FOLDER = "vq"
+LORA_FOLDER = "lumina_mgpt_lora"
 PACK_MODELS = Path(__file__).resolve().parents[1] / "models"  # the bundled model ships here
 
 
 def register_folders() -> None:
-    """Register ``models/lumina_mgpt`` and ``models/vq`` (extendable in extra_model_paths.yaml), then the
-    pack's own ``models/`` folders so the bundled model shows up on a fresh install."""
-    for name in (FOLDER, VQ_FOLDER):
+    """Register ``models/lumina_mgpt``, ``models/vq`` and ``models/lumina_mgpt_lora`` (extendable in
+    extra_model_paths.yaml), then the pack's own ``models/`` folders so the bundled model shows up on a fresh
+    install."""
+    for name in (FOLDER, VQ_FOLDER, LORA_FOLDER):
         for path, default in ((os.path.join(folder_paths.models_dir, name), True), (str(PACK_MODELS / name), False)):
             if path not in folder_paths.folder_names_and_paths.get(name, ([], set()))[0]:
                 folder_paths.add_model_folder_path(name, path, is_default=default)

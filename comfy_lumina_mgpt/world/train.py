@@ -1,0 +1,433 @@
+"""Train the pack's bundled small model on the synthetic world, from nothing, on a CPU.
+
+    python -m comfy_lumina_mgpt world train [--out models/lumina_mgpt/lumina-mgpt-world] [--work runs/world]
+
+Three stages, each resumable from ``--work`` (a finished stage is reused, so a second run continues):
+
+1. **VQGAN** (the Chameleon classes, small config: 8x downsampling, ``ch`` 32, a low-dimensional codebook)
+   trained on world renders of every task target (pictures, segmentation / depth / normal / pose maps,
+   detection boxes, multiview frames) with L1 + MSE reconstruction and the codebook loss. Codes that go
+   unused for a while are restarted on encoder outputs of the current batch, so the whole codebook is used.
+2. **Tokenizer**: ``vocab_builder.build_chameleon_tokenizer`` with one ``IMGIMG…`` token per VQGAN code, the
+   official special-token names (size-token unit = 2 x 8 px = 16 px, so 80 px = 5 size steps), and a small
+   byte-level BPE trained on every world prompt, caption and answer.
+3. **Lumina-mGPT** (the same ``LuminaMGPT`` class, a few layers) trained from scratch by the pack's trainer
+   (``training.train``, full finetune, condition dropout for guidance) on world conversations in the official
+   format (``dataset.scene_examples``: the records ``write_world_dataset`` writes): mostly text-to-image,
+   plus every Omni task.
+
+The result is one folder in the published layout: ``config.json``, ``model.safetensors``,
+``tokenizer.json``, ``vqgan.yaml``, ``vqgan.safetensors``. Everything is a function of ``seed`` (torch runs
+single-threaded for it; thread count changes float summation order).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from ..config import ModelConfig
+from ..model.chameleon import LuminaMGPT
+from ..model.loading import load_model, save_model
+from ..pipeline import TokenizerBundle
+from ..preprocess import pil_to_tensor
+from ..tasks import TASKS
+from ..tokenizer import TextTokenizer
+from ..vocab_builder import build_chameleon_tokenizer
+from ..vqgan import VQGAN, VQGANConfig, find_vqgan_files, load_vqgan, save_vqgan
+from .analyser import score_text_to_image
+from .dataset import WORLD_TASKS, _rng, scene_examples
+from .render import CONDITION_KINDS, render_condition, render_detection, render_image, render_multiview
+from .scene import COLOURS, POSITIONS, SHAPES, SIZES, WORLD_SIZES, Scene, caption, sample_scene, vqa_pairs
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUT = "models/lumina_mgpt/lumina-mgpt-world"
+DEFAULT_WORK = "runs/world"
+#: Largest size-token value: 80 px / 16 px per size step.
+MAX_GRID = 5
+#: Relative share of each task in the language-model data (text-to-image dominates).
+TASK_WEIGHTS: dict[str, float] = {
+    "text_to_image": 10.0, "segmentation": 0.6, "depth": 0.6, "normals": 0.5, "pose": 0.3, "detection": 0.6,
+    "editing": 0.8, "condition_to_image": 0.6, "multiview": 0.4, "caption": 0.6, "vqa": 1.0,
+}
+LogFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class WorldTrainConfig:
+    """Every setting of ``world train`` (the defaults make the bundled model, ~45 min on 2 CPU cores).
+
+    VQGAN: ``vq_codes`` codebook entries of ``vq_embed_dim`` dims, ``vq_ch`` base channels, ``vq_steps``
+    Adam steps of ``vq_batch`` images at ``vq_lr``, drawn from ``vq_pool`` rendered images.
+    LM: ``lm_dim`` hidden size, ``lm_layers`` layers, ``lm_heads`` heads, ``lm_steps`` steps of ``lm_batch``
+    sequences at ``lm_lr``; data from ``t2i_scenes`` text-to-image scenes and ``omni_scenes`` scenes whose
+    Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE text tokens.
+    ``max_minutes_vq`` / ``max_minutes_lm`` (0 = none) stop a stage early (saving what it has).
+    """
+
+    out: str = DEFAULT_OUT
+    work_dir: str = DEFAULT_WORK
+    seed: int = 0
+    vq_codes: int = 512
+    vq_embed_dim: int = 8
+    vq_ch: int = 32
+    vq_steps: int = 500
+    vq_batch: int = 12
+    vq_lr: float = 1e-3
+    vq_pool: int = 2400
+    lm_dim: int = 192
+    lm_layers: int = 4
+    lm_heads: int = 6
+    lm_steps: int = 1500
+    lm_batch: int = 16
+    lm_lr: float = 2e-3
+    t2i_scenes: int = 8000
+    omni_scenes: int = 1000
+    text_vocab: int = 500
+    cfg_drop_prob: float = 0.1
+    max_minutes_vq: float = 0.0
+    max_minutes_lm: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("vq_codes", "vq_embed_dim", "vq_steps", "vq_batch", "vq_pool", "lm_dim", "lm_layers",
+                     "lm_heads", "lm_steps", "lm_batch", "t2i_scenes", "text_vocab"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.vq_ch % 32:
+            raise ValueError(f"vq_ch must be a multiple of 32 (GroupNorm groups), got {self.vq_ch}")
+        if self.lm_dim % self.lm_heads:
+            raise ValueError(f"lm_dim {self.lm_dim} must be divisible by lm_heads {self.lm_heads}")
+
+
+# --- VQGAN ------------------------------------------------------------------------------------------------
+def world_vqgan_config(cfg: WorldTrainConfig) -> VQGANConfig:
+    """Chameleon's VQGAN layout at world scale: 8x downsampling (4 levels), one res block per level."""
+    return VQGANConfig(embed_dim=cfg.vq_embed_dim, n_embed=cfg.vq_codes, z_channels=cfg.vq_ch, resolution=80,
+                       ch=cfg.vq_ch, ch_mult=(1, 1, 2, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0)
+
+
+def vq_training_images(n: int, seed: int) -> dict[tuple[int, int], list[Image.Image]]:
+    """``n`` world renders grouped by size (W, H): pictures (about half) and every task target."""
+    rng = random.Random(f"lumina-world-vq:{seed}")
+    out: dict[tuple[int, int], list[Image.Image]] = defaultdict(list)
+    i = 0
+    while sum(len(v) for v in out.values()) < n:
+        scene = sample_scene(random.Random(f"lumina-world-vq:{seed}:{i}"))
+        i += 1
+        imgs = [render_image(scene)]
+        kind = rng.random()
+        if kind < 0.45:
+            imgs.append(render_condition(scene, rng.choice(CONDITION_KINDS)))
+        elif kind < 0.6:
+            imgs.append(render_detection(scene, rng.choice(scene.objects)))
+        elif kind < 0.75:
+            size = rng.choice([s for s in WORLD_SIZES if min(s) >= 48])
+            try:
+                imgs.append(rng.choice(render_multiview(rng.choice(scene.objects), 4, size)))
+            except ValueError:
+                pass
+        for im in imgs:
+            out[im.size].append(im)
+    return dict(out)
+
+
+def _to_batch(images: Sequence[Image.Image]) -> Tensor:
+    return torch.cat([pil_to_tensor(im) for im in images])
+
+
+def _restart_dead_codes(vq: VQGAN, usage: Tensor, latents: Tensor, gen: torch.Generator) -> int:
+    """Move codes with zero ``usage`` onto random encoder outputs ``latents [N, D]``; returns how many."""
+    dead = (usage == 0).nonzero().flatten()
+    if len(dead) == 0 or len(latents) == 0:
+        return 0
+    pick = torch.randint(0, len(latents), (len(dead),), generator=gen)
+    noise = 0.01 * torch.randn(len(dead), latents.shape[1], generator=gen)
+    with torch.no_grad():
+        vq.quantize.embedding.weight[dead] = latents[pick] + noise * latents.std()
+    return len(dead)
+
+
+def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path | None = None) -> VQGAN:
+    """Train the world VQGAN; checkpoints (``save_vqgan``) go to ``folder`` every 40 steps and at the end."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = random.Random(f"lumina-world-vq-batches:{cfg.seed}")
+    pool = vq_training_images(cfg.vq_pool, cfg.seed)
+    tensors = {size: _to_batch(ims) for size, ims in pool.items()}
+    sizes = sorted(tensors)
+    weights = [len(tensors[s]) for s in sizes]
+    vq = VQGAN(world_vqgan_config(cfg))
+    vq.train()
+    opt = torch.optim.Adam(vq.parameters(), lr=cfg.vq_lr, betas=(0.9, 0.99))
+    usage = torch.zeros(cfg.vq_codes)
+    start = time.perf_counter()
+    deadline = start + 60 * cfg.max_minutes_vq if cfg.max_minutes_vq > 0 else math.inf
+    restart_every, warm = 20, max(1, min(20, cfg.vq_steps // 4))
+    for step in range(cfg.vq_steps):
+        size = rng.choices(sizes, weights)[0]
+        data = tensors[size]
+        idx = torch.randint(0, len(data), (cfg.vq_batch,), generator=gen)
+        x = data[idx]
+        lr = cfg.vq_lr * min(1.0, (step + 1) / warm) * (0.55 + 0.45 * math.cos(math.pi * step / cfg.vq_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        z = vq.encode_latents(x)
+        if step == 0:  # start the codebook on real encoder outputs
+            flat0 = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+            _restart_dead_codes(vq, torch.zeros(cfg.vq_codes), flat0, gen)
+        z_q, cb_loss, codes = vq.quantize(z)
+        recon = vq.decode(z_q)
+        rec_loss = (recon - x).abs().mean() + F.mse_loss(recon, x)
+        loss = rec_loss + cb_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        usage += torch.bincount(codes.flatten(), minlength=cfg.vq_codes).float()
+        if (step + 1) % restart_every == 0 and step + 1 < int(0.85 * cfg.vq_steps):
+            flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+            n_dead = _restart_dead_codes(vq, usage, flat, gen)
+            used = int((usage > 0).sum())
+            usage.zero_()
+            log(f"vqgan step {step + 1}/{cfg.vq_steps} rec {rec_loss.item():.4f} cb {cb_loss.item():.4f} "
+                f"codes used {used} restarted {n_dead} ({time.perf_counter() - start:.0f}s)")
+        if folder is not None and (step + 1) % 40 == 0:
+            save_vqgan(vq, folder)
+        if time.perf_counter() > deadline:
+            log(f"vqgan: time budget reached at step {step + 1}")
+            break
+    vq.eval().requires_grad_(False)
+    if folder is not None:
+        save_vqgan(vq, folder)
+    return vq
+
+
+@torch.no_grad()
+def encode_pil(vq: VQGAN, images: Sequence[Image.Image], batch: int = 64) -> list[Tensor]:
+    """VQ codes ``[h, w]`` of each PIL image (sides multiples of the downsample), batched by size."""
+    out: list[Tensor | None] = [None] * len(images)
+    by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, im in enumerate(images):
+        by_size[im.size].append(i)
+    for idx in by_size.values():
+        for s in range(0, len(idx), batch):
+            part = idx[s:s + batch]
+            codes = vq.encode(_to_batch([images[i] for i in part]))
+            for i, c in zip(part, codes):
+                out[i] = c.cpu()
+    return [c for c in out if c is not None]
+
+
+@torch.no_grad()
+def reconstruction_accuracy(vq: VQGAN, n: int = 64, seed: int = 999) -> float:
+    """Share of held-out world pictures whose VQ reconstruction scores ``overall`` 1 with the analyser."""
+    scenes = [sample_scene(random.Random(f"lumina-world-vq-eval:{seed}:{i}")) for i in range(n)]
+    images = [render_image(s) for s in scenes]
+    codes = encode_pil(vq, images)
+    ok = 0
+    for scene, c in zip(scenes, codes):
+        rec = vq.decode_codes(c[None]).clamp(-1, 1)[0]
+        arr = ((rec + 1) * 127.5).round().permute(1, 2, 0).numpy().astype("uint8")
+        ok += score_text_to_image(arr, scene)["overall"] == 1.0
+    return ok / max(1, n)
+
+
+# --- tokenizer --------------------------------------------------------------------------------------------
+def text_corpus() -> list[str]:
+    """Every string the world's conversations use: task messages, captions' words, answers."""
+    out = [t.template.replace("{image}", "").replace("{prompt}", "") for t in TASKS.values()]
+    for w, h in WORLD_SIZES:
+        out.append(TASKS["text_to_image"].message("", width=w, height=h))
+        out.append(TASKS["multiview"].message("", views=4, width=w, height=h))
+    for i in range(400):
+        scene = sample_scene(random.Random(f"lumina-world-corpus:{i}"))
+        out.append(caption(scene))
+        for pairs in vqa_pairs(scene).values():
+            out.extend(f"{q} {a}" for q, a in pairs)
+    for c in COLOURS:
+        for s in SHAPES:
+            out.extend([f"Change the {c} {s} to {c2}." for c2 in COLOURS] + [f"Remove the {c} {s}.",
+                        f"Detect: {c} {s}"] + [f"Move the {c} {s} to the {p}." for p in POSITIONS])
+            out.extend(f"a {z} {c} {s}" for z in SIZES)
+    return out
+
+
+def build_world_tokenizer(path: str | Path, num_codes: int, text_vocab: int) -> Path:
+    """The world tokenizer: Chameleon names (compact layout), sizes 0..``MAX_GRID``, BPE on ``text_corpus``."""
+    return build_chameleon_tokenizer(path, num_codes=num_codes, max_grid=MAX_GRID, text_corpus=text_corpus(),
+                                     text_vocab_size=text_vocab, official_layout=False)
+
+
+# --- language-model data ----------------------------------------------------------------------------------
+def _omni_tasks(rng: random.Random) -> str:
+    tasks = [t for t in WORLD_TASKS if t != "text_to_image"]
+    return rng.choices(tasks, [TASK_WEIGHTS[t] for t in tasks])[0]
+
+
+def world_conversations(cfg: WorldTrainConfig) -> list[tuple[str, list[str], list[Image.Image]]]:
+    """``(task, [human, gpt], images)`` examples in the official conversation form (``scene_examples``).
+
+    ``t2i_scenes`` text-to-image examples (scene indices ``0..t2i_scenes-1`` of ``cfg.seed``) and, from
+    ``omni_scenes`` further scenes, Omni examples drawn with ``TASK_WEIGHTS`` (about
+    ``sum(omni weights) / TASK_WEIGHTS['text_to_image'] * t2i_scenes`` in all, spread over the scenes).
+    """
+    out = []
+    for i in range(cfg.t2i_scenes):
+        scene = sample_scene(_rng(cfg.seed, i, "scene"))
+        exs, imgs, _ = scene_examples(scene, cfg.seed, i, ("text_to_image",))
+        out.extend((ex.task, [ex.human, ex.gpt], [imgs[n] for n in ex.images]) for ex in exs)
+    if cfg.omni_scenes <= 0:
+        return out
+    omni_total = sum(w for t, w in TASK_WEIGHTS.items() if t != "text_to_image")
+    n_omni = round(cfg.t2i_scenes * omni_total / TASK_WEIGHTS["text_to_image"])
+    per_scene = max(1, math.ceil(n_omni / cfg.omni_scenes))
+    rng = random.Random(f"lumina-world-omni:{cfg.seed}")
+    for k in range(cfg.omni_scenes):
+        if len(out) >= cfg.t2i_scenes + n_omni:
+            break
+        i = cfg.t2i_scenes + k
+        scene = sample_scene(_rng(cfg.seed, i, "scene"))
+        tasks = sorted({_omni_tasks(rng) for _ in range(per_scene)})
+        exs, imgs, _ = scene_examples(scene, cfg.seed, i, tasks)
+        out.extend((ex.task, [ex.human, ex.gpt], [imgs[n] for n in ex.images]) for ex in exs)
+    return out
+
+
+def tokenize_conversations(convs: Sequence[tuple[str, list[str], list[Image.Image]]], bundle: TokenizerBundle,
+                           max_seq_len: int) -> tuple[list[list[int]], list[list[int]], list[str]]:
+    """``(ids, labels, buckets)`` of each conversation (``conversation.build_training_example``)."""
+    from ..conversation import build_training_example
+
+    flat = [im for _, _, ims in convs for im in ims]
+    codes = encode_pil(bundle.vqgan, flat)
+    ids_all, labels_all, buckets = [], [], []
+    pos = 0
+    for task, turns, ims in convs:
+        c = codes[pos:pos + len(ims)]
+        pos += len(ims)
+        ids, labels = build_training_example(bundle.text, turns, c)
+        if len(ids) > max_seq_len:
+            continue
+        ids_all.append(ids)
+        labels_all.append(labels)
+        buckets.append(task)
+    return ids_all, labels_all, buckets
+
+
+def world_lm_config(cfg: WorldTrainConfig, vocab_size: int) -> ModelConfig:
+    """A small Chameleon decoder (Lumina keys in ``extra`` so config.json reads like the release)."""
+    return ModelConfig(vocab_size=vocab_size, dim=cfg.lm_dim, intermediate_size=cfg.lm_dim * 8 // 3 // 32 * 32,
+                       n_layers=cfg.lm_layers, n_heads=cfg.lm_heads, n_kv_heads=cfg.lm_heads, max_seq_len=1024,
+                       qk_norm_rows=1, extra={"mask_image_logits": False, "z_loss_weight": 1e-5,
+                                              "dropout": 0.0, "world_model": True})
+
+
+def init_lm(cfg: WorldTrainConfig, vocab_size: int) -> LuminaMGPT:
+    """Fresh decoder, GPT-2-style init (normal 0.02, residual projections scaled by depth)."""
+    torch.manual_seed(cfg.seed)
+    model = LuminaMGPT(world_lm_config(cfg, vocab_size))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim > 1:
+                std = 0.02 / math.sqrt(2 * cfg.lm_layers) if name.endswith(("o_proj.weight", "down_proj.weight")) \
+                    else 0.02
+                p.normal_(0.0, std)
+    return model
+
+
+# --- the whole run ----------------------------------------------------------------------------------------
+def assemble_folder(model: LuminaMGPT, vq: VQGAN, tokenizer_path: str | Path, out: str | Path) -> Path:
+    """Write the model folder: config.json, model.safetensors, tokenizer.json, vqgan.yaml/.safetensors."""
+    out = Path(out)
+    save_model(model, out, extra_files={"tokenizer.json": Path(tokenizer_path).read_text(encoding="utf-8")})
+    save_vqgan(vq, out)
+    return out
+
+
+def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
+    """All three stages; finished stages found in ``cfg.work_dir`` are reused. Returns the model folder."""
+    torch.set_num_threads(1)
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "world_train_config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+    t0 = time.perf_counter()
+
+    vq_dir = work / "vqgan"
+    if (vq_dir / "DONE").is_file():
+        vq = load_vqgan(*find_vqgan_files(vq_dir))
+        log(f"reusing the VQGAN in {vq_dir}")
+    else:
+        vq = train_vqgan(cfg, log=log, folder=vq_dir)
+        acc = reconstruction_accuracy(vq)
+        (vq_dir / "DONE").write_text(json.dumps({"recon_overall": acc}), encoding="utf-8")
+        log(f"vqgan done in {time.perf_counter() - t0:.0f}s; analyser overall on reconstructions: {acc:.3f}")
+
+    tok_path = work / "tokenizer.json"
+    build_world_tokenizer(tok_path, cfg.vq_codes, cfg.text_vocab)
+    bundle = TokenizerBundle(TextTokenizer.from_file(tok_path), vq, name="lumina-mgpt-world")
+    vocab = bundle.vocab
+
+    t1 = time.perf_counter()
+    convs = world_conversations(cfg)
+    ids, labels, buckets = tokenize_conversations(convs, bundle, max_seq_len=1024)
+    counts: dict[str, int] = defaultdict(int)
+    for b in buckets:
+        counts[b] += 1
+    log(f"{len(ids)} training sequences ({dict(counts)}), {sum(map(len, ids))} tokens, "
+        f"tokenised in {time.perf_counter() - t1:.0f}s")
+
+    from ..training import TokenDataset, TrainConfig, train
+
+    dataset = TokenDataset.from_sequences(ids, labels, buckets=None, vocab=vocab)
+    model = init_lm(cfg, vocab.vocab_size)
+    lm_dir = work / "lm"
+    tcfg = TrainConfig(lr=cfg.lm_lr, betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=min(100, cfg.lm_steps // 10),
+                       max_steps=cfg.lm_steps, min_lr_ratio=0.05, grad_clip=1.0, batch_size=cfg.lm_batch,
+                       z_loss_weight=1e-5, dropout=0.0, cfg_drop_prob=cfg.cfg_drop_prob, bf16=False,
+                       gradient_checkpointing=False, seed=cfg.seed, save_every=100, keep_last=1, log_every=10**9,
+                       lora=None, max_seq_len=1024, bucket_window=50, output_dir=str(lm_dir))
+    deadline = time.perf_counter() + 60 * cfg.max_minutes_lm if cfg.max_minutes_lm > 0 else math.inf
+    t2 = time.perf_counter()
+    ema: list[float] = []
+
+    def on_step(step: int, total: int, metrics: dict[str, float]) -> None:
+        ema.append(metrics["ce"])
+        if step % 25 == 0 or step == total:
+            recent = sum(ema[-25:]) / len(ema[-25:])
+            log(f"lm step {step}/{total} ce {recent:.4f} lr {metrics['lr']:.2e} "
+                f"({time.perf_counter() - t2:.0f}s)")
+
+    resume = True if any(lm_dir.glob("step-*")) else None
+    result = train(model, dataset, tcfg, on_step=on_step, should_stop=lambda: time.perf_counter() > deadline,
+                   resume_from=resume)
+    log(f"lm: {result.step} steps in {time.perf_counter() - t2:.0f}s")
+    folder = assemble_folder(result.model, vq, tok_path, cfg.out)
+    log(f"wrote {folder} ({_folder_mb(folder):.1f} MB) in {time.perf_counter() - t0:.0f}s total")
+    return folder
+
+
+def _folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e6
+
+
+def load_world_lm(folder: str | Path) -> LuminaMGPT:
+    """The bundled model's decoder in fp32 eval mode."""
+    return load_model(folder, dtype="fp32")
+
+
+def clean_work_dir(work_dir: str | Path) -> None:
+    """Remove a previous run's stages (for a run from scratch)."""
+    shutil.rmtree(work_dir, ignore_errors=True)

@@ -1,0 +1,224 @@
+"""Trainer, LoRA loader and LoRA merge nodes.
+
+LoRA runs never copy the base weights: the adapter is trained on the loaded model, turned into per-weight
+deltas, removed again, and the output model is a ComfyUI patcher clone with those deltas as patches (so
+"Unload models" and offloading keep working). Full finetuning trains a copy.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.utils
+import folder_paths
+import numpy as np
+import torch
+from comfy_api.latest import io
+from PIL import Image
+
+from ..comfy_lumina_mgpt import pipeline
+from ..comfy_lumina_mgpt.model.loading import save_model
+from ..comfy_lumina_mgpt.pipeline import TokenizerBundle
+from ..comfy_lumina_mgpt.sampling.generate import generate
+from ..comfy_lumina_mgpt.sampling.settings import SamplerConfig
+from ..comfy_lumina_mgpt.training import lora as lora_lib
+from ..comfy_lumina_mgpt.training.config import LoraSettings, TrainConfig
+from ..comfy_lumina_mgpt.training.data import prepare_dataset
+from ..comfy_lumina_mgpt.training.loop import train
+from ..comfy_lumina_mgpt.training.plot import loss_curve_image
+from .convert import FOLDER, LORA_FOLDER, engine_to_image, list_subfolders, resolve_subfolder
+from .types import LoadedModel, LuminaModel, LuminaTokenizer
+
+CATEGORY = "Lumina-mGPT/training"
+
+
+def dataset_path(text: str) -> Path:
+    """Absolute, or relative to ComfyUI's input folder; ValueError if it does not exist."""
+    path = Path(text.strip()).expanduser()
+    if not path.is_absolute():
+        path = Path(folder_paths.get_input_directory()) / path
+    if not path.exists():
+        raise ValueError(f"dataset {text!r} not found (looked at {path}); give a folder of images with .txt "
+                         "captions or a conversation .json/.jsonl, absolute or relative to ComfyUI's input folder")
+    return path
+
+
+def pil_image(image: torch.Tensor) -> Image.Image:
+    return Image.fromarray((image.numpy() * 255).astype(np.uint8))
+
+
+def validation_image(lm, bundle: TokenizerBundle, prompt: str, width: int, height: int) -> Image.Image:
+    """Sample the validation prompt (seed 0) with the weights as they are now."""
+    tokens = pipeline.text_to_image_prompt(bundle, prompt, width, height)
+    grid = tokens.grid_for(bundle.patch)
+    settings = SamplerConfig(cfg_scale=3.0, image_top_k=200, force_size=grid, force_images=1,
+                             max_new_tokens=4 + 2 * grid[0] * (2 * grid[1] + 1))
+    was_training = lm.training
+    lm.eval()
+    try:
+        result = generate(lm, [list(tokens.ids)], bundle.vocab, settings, generator=torch.Generator(
+            device=next(lm.parameters()).device).manual_seed(0))
+    finally:
+        lm.train(was_training)
+    codes = pipeline.image_codes(bundle, result.tokens[0])
+    return pil_image(engine_to_image(pipeline.decode_codes(bundle, codes[0]))[0])
+
+
+class LuminaMGPTTrainer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LuminaMGPTTrainer", display_name="Lumina-mGPT Trainer", category=CATEGORY,
+            is_experimental=True,
+            description="Finetunes the model (LoRA or full) on a dataset, with live loss, validation previews "
+                        "and checkpoints. Cancel saves a checkpoint. The trained model is usable at once.",
+            inputs=[
+                LuminaModel.Input("model", tooltip="The model to finetune (it is not modified)."),
+                LuminaTokenizer.Input("tokenizer", tooltip="Its tokenizer bundle (encodes the images)."),
+                io.String.Input("dataset", default="",
+                                tooltip="A folder of images with same-name .txt captions, or a conversation "
+                                        ".json/.jsonl; absolute or relative to ComfyUI's input folder."),
+                io.Combo.Input("mode", options=["lora", "full"], default="lora",
+                               tooltip="lora: small adapter on attention and MLP; full: every weight."),
+                io.Int.Input("steps", default=500, min=1, max=1_000_000, tooltip="Optimizer steps."),
+                io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=1.0, step=1e-6, round=1e-7,
+                               tooltip="Peak learning rate (2e-5 for full finetuning, ~1e-4 for LoRA)."),
+                io.Int.Input("batch_size", default=1, min=1, max=256, tooltip="Examples per step."),
+                io.Int.Input("grad_accum", default=1, min=1, max=256,
+                             tooltip="Micro-batches accumulated per optimizer step."),
+                io.Int.Input("lora_rank", default=16, min=1, max=512, tooltip="LoRA rank (lora mode)."),
+                io.Float.Input("lora_alpha", default=32.0, min=0.1, max=1024.0, step=0.1,
+                               tooltip="LoRA alpha; the update is scaled by alpha / rank."),
+                io.Combo.Input("target_size", options=["512", "768", "1024", "64"], default="768",
+                               tooltip="Resolution family images are fitted to (64 for the bundled model)."),
+                io.Int.Input("save_every", default=100, min=1, max=1_000_000,
+                             tooltip="Write a resumable checkpoint every N steps."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, tooltip="Seeds data order and dropout."),
+                io.String.Input("output_name", default="my-finetune",
+                                tooltip="Name of the result: models/lumina_mgpt_lora/<name> (LoRA) or "
+                                        "models/lumina_mgpt/<name> (full)."),
+                io.String.Input("validation_prompt", default="", optional=True,
+                                tooltip="Sampled every validate_every steps and shown as a preview."),
+                io.String.Input("validation_size", default="64x64", optional=True,
+                                tooltip="WxH of the validation image."),
+                io.Int.Input("validate_every", default=0, min=0, max=1_000_000, optional=True,
+                             tooltip="0 = no validation previews."),
+            ],
+            outputs=[LuminaModel.Output(display_name="model"), io.Image.Output(display_name="loss_curve"),
+                     io.String.Output(display_name="summary")],
+        )
+
+    @classmethod
+    def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, dataset: str, mode: str, steps: int,
+                learning_rate: float, batch_size: int, grad_accum: int, lora_rank: int, lora_alpha: float,
+                target_size: str, save_every: int, seed: int, output_name: str, validation_prompt: str = "",
+                validation_size: str = "64x64", validate_every: int = 0) -> io.NodeOutput:
+        if not output_name.strip() or "/" in output_name or output_name.startswith("."):
+            raise ValueError(f"output_name {output_name!r} must be a plain folder name")
+        source = dataset_path(dataset)
+        val_w, val_h = pipeline.parse_size(validation_size) if validation_prompt.strip() else (0, 0)
+        run_dir = Path(folder_paths.get_output_directory()) / "lumina_mgpt_training" / output_name
+        cfg = TrainConfig(lr=learning_rate, max_steps=steps, batch_size=batch_size, grad_accum=grad_accum,
+                          warmup_steps=min(100, steps // 10), save_every=save_every, seed=seed,
+                          target_size=int(target_size), output_dir=str(run_dir),
+                          lora=LoraSettings(rank=lora_rank, alpha=lora_alpha) if mode == "lora" else None)
+        mm.load_models_gpu([model.patcher])
+        base = model.patcher.model
+        lm = base if mode == "lora" else copy.deepcopy(base)
+        data, report = prepare_dataset(source, tokenizer, run_dir / "cache", target_size=cfg.target_size,
+                                       seed=seed, max_seq_len=cfg.max_seq_len)
+        if len(data) == 0:
+            raise ValueError(f"no usable examples in {source} ({report.summary()})")
+        pbar = comfy.utils.ProgressBar(steps)
+
+        def on_step(step: int, total: int, metrics: dict) -> None:
+            preview = None
+            if validate_every and validation_prompt.strip() and step % validate_every == 0:
+                preview = ("JPEG", validation_image(lm, tokenizer, validation_prompt, val_w, val_h), 512)
+            pbar.update_absolute(step, total, preview)
+
+        with torch.inference_mode(False), torch.enable_grad():
+            try:
+                result = train(lm, data, cfg, on_step=on_step, should_stop=mm.processing_interrupted)
+                out = cls.finish(model, result, mode, cfg, output_name)
+            finally:
+                if mode == "lora" and lora_lib.has_lora(base):
+                    lora_lib.unload_lora(base)  # the input model stays as it was
+                mm.soft_empty_cache()
+        mm.throw_exception_if_processing_interrupted()  # cancelled: checkpoint written, end as interrupted
+        losses = [h["loss"] for h in result.history]
+        summary = (f"{mode} finetune '{output_name}': {result.step} steps on {len(data)} examples "
+                   f"({report.summary()}); loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
+                   f"checkpoint {result.last_checkpoint}")
+        curve = torch.from_numpy(np.asarray(loss_curve_image(result.history), dtype=np.float32) / 255.0)[None]
+        return io.NodeOutput(out, curve, summary)
+
+    @staticmethod
+    def finish(model: LoadedModel, result, mode: str, cfg: TrainConfig, name: str) -> LoadedModel:
+        """Save the result where the loaders find it and wrap it for ComfyUI."""
+        if mode == "lora":
+            folder = Path(folder_paths.get_folder_paths(LORA_FOLDER)[0]) / name
+            lora_lib.save_lora(result.model, cfg.lora, folder)
+            patcher = model.patcher.clone()
+            patcher.add_patches({k: (v,) for k, v in lora_lib.lora_weight_deltas(folder).items()}, 1.0)
+            return LoadedModel(patcher, f"{model.name}+{name}", model.dtype_name)
+        folder = Path(folder_paths.get_folder_paths(FOLDER)[0]) / name
+        save_model(result.model, folder, dtype=next(model.patcher.model.parameters()).dtype)
+        patcher = comfy.model_patcher.ModelPatcher(result.model.eval(), load_device=model.patcher.load_device,
+                                                   offload_device=model.patcher.offload_device)
+        return LoadedModel(patcher, name, model.dtype_name)
+
+
+class LuminaMGPTLoraLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LuminaMGPTLoraLoader", display_name="Lumina-mGPT LoRA Loader", category="Lumina-mGPT/loaders",
+            description="Applies a trained LoRA adapter (models/lumina_mgpt_lora/) to a model.",
+            inputs=[
+                LuminaModel.Input("model", tooltip="The base model."),
+                io.Combo.Input("lora_name", options=list_subfolders(
+                    LORA_FOLDER, lambda p: (p / "adapter_model.safetensors").is_file()),
+                    tooltip="Adapter folder (adapter_model.safetensors + adapter_config.json)."),
+                io.Float.Input("strength", default=1.0, min=-4.0, max=4.0, step=0.05,
+                               tooltip="0 = base model, 1 = as trained."),
+            ],
+            outputs=[LuminaModel.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model: LoadedModel, lora_name: str, strength: float) -> io.NodeOutput:
+        folder = resolve_subfolder(LORA_FOLDER, lora_name)
+        deltas = lora_lib.lora_weight_deltas(folder)
+        patcher = model.patcher.clone()
+        applied = patcher.add_patches({k: (v,) for k, v in deltas.items()}, strength)
+        if len(applied) != len(deltas):
+            raise ValueError(f"{lora_name} adapts {len(deltas)} weights but only {len(applied)} exist in "
+                             f"{model.name}; it was trained for another model")
+        return io.NodeOutput(LoadedModel(patcher, f"{model.name}+{lora_name}", model.dtype_name))
+
+
+class LuminaMGPTSaveMerged(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LuminaMGPTSaveMerged", display_name="Lumina-mGPT Save Merged Model", category=CATEGORY,
+            is_output_node=True,
+            description="Writes the model with its LoRA patches folded in, as a checkpoint folder in the "
+                        "published layout under models/lumina_mgpt/.",
+            inputs=[LuminaModel.Input("model", tooltip="A model, e.g. from the LoRA Loader or the Trainer."),
+                    io.String.Input("name", default="merged", tooltip="Folder name under models/lumina_mgpt/.")],
+            outputs=[io.String.Output(display_name="path")],
+        )
+
+    @classmethod
+    def execute(cls, model: LoadedModel, name: str) -> io.NodeOutput:
+        if not name.strip() or "/" in name or name.startswith("."):
+            raise ValueError(f"name {name!r} must be a plain folder name")
+        mm.load_models_gpu([model.patcher], force_full_load=True)  # patches are applied while loaded
+        folder = Path(folder_paths.get_folder_paths(FOLDER)[0]) / name
+        save_model(model.patcher.model, folder)
+        return io.NodeOutput(str(folder))

@@ -1,0 +1,67 @@
+"""The bundled-model recipe end to end on tiny settings, and the world benchmark's JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from comfy_lumina_mgpt.evaluation import SUITES, evaluate_world, format_table
+from comfy_lumina_mgpt.evaluation import main as eval_main
+from comfy_lumina_mgpt.model.loading import load_model
+from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle
+from comfy_lumina_mgpt.world.train import MAX_GRID, WorldTrainConfig, run
+
+
+def tiny_config(tmp_path) -> WorldTrainConfig:
+    return WorldTrainConfig(out=str(tmp_path / "model"), work_dir=str(tmp_path / "work"), vq_codes=32,
+                            vq_embed_dim=4, vq_steps=2, vq_batch=2, vq_pool=12, lm_dim=32, lm_layers=1,
+                            lm_heads=2, lm_steps=3, lm_batch=2, t2i_scenes=6, omni_scenes=3, text_vocab=60)
+
+
+@pytest.fixture(scope="module")
+def trained_folder(tmp_path_factory):
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("world")
+    logs: list[str] = []
+    folder = run(tiny_config(tmp), log=logs.append)
+    return folder, logs
+
+
+def test_world_train_writes_a_loadable_folder(trained_folder):
+    folder, logs = trained_folder
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["config.json", "model.safetensors", "tokenizer.json", "vqgan.safetensors", "vqgan.yaml"]
+    model = load_model(folder)
+    bundle = load_tokenizer_bundle(folder)
+    assert bundle.vqgan.config.n_embed == 32 and bundle.patch == 16
+    assert bundle.vocab.max_grid == MAX_GRID
+    assert model.config.vocab_size == bundle.vocab.vocab_size
+    assert any(line.startswith("lm: 3 steps") for line in logs)
+
+
+def test_world_train_reuses_finished_stages(trained_folder, tmp_path):
+    folder, _ = trained_folder
+    work = folder.parent / "work"
+    assert (work / "vqgan" / "DONE").is_file()
+    assert any(work.glob("lm/step-*"))
+
+
+def test_eval_json_has_every_suite_with_overall(trained_folder, capsys):
+    folder, _ = trained_folder
+    results = evaluate_world(folder, n=2, n_omni=1, seed=3)
+    for suite in SUITES:
+        assert 0.0 <= results[suite]["overall"] <= 1.0, suite
+    assert "aspect_ratio" in results["text_to_image"]
+    assert "overall" in format_table(results)
+    assert eval_main(["--suite", "world", "--model", str(folder), "--json", "--n", "1", "--n-omni", "1",
+                      "--tasks", "text_to_image,vqa"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"text_to_image", "vqa", "meta"}
+
+
+def test_eval_rejects_unknown_suite(trained_folder):
+    folder, _ = trained_folder
+    with pytest.raises(ValueError, match="unknown suite"):
+        evaluate_world(folder, suites=["nope"])
