@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -103,6 +104,18 @@ def comfy_installed(comfy_dir: Path | None = None) -> bool:
     return ((comfy_dir or default_comfy_dir()) / "main.py").is_file()
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when the thread that started it ends (no orphans after a kill -9).
+
+    Start servers from the main thread (or pass ``die_with_parent=False``)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -155,7 +168,7 @@ class ComfyServer:
                  port: int | None = None, python: str | None = None,
                  extra_args: list[str] | tuple[str, ...] = (),
                  startup_timeout: float = STARTUP_TIMEOUT_S, env: dict[str, str] | None = None,
-                 repo: Path = REPO_ROOT) -> None:
+                 repo: Path = REPO_ROOT, die_with_parent: bool = True) -> None:
         self.comfy_dir = Path(comfy_dir).resolve() if comfy_dir else default_comfy_dir()
         self._given_base = Path(base_dir) if base_dir else None
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -166,6 +179,7 @@ class ComfyServer:
         self.startup_timeout = startup_timeout
         self.env = env
         self.repo = Path(repo).resolve()
+        self.die_with_parent = die_with_parent and sys.platform.startswith("linux")
         self.proc: subprocess.Popen | None = None
         self.log_path: Path | None = None
         self._log_file = None
@@ -221,9 +235,24 @@ class ComfyServer:
                 raise ServerStartError(f"{link} exists and is not a symlink; refusing to replace it")
             link.unlink()
         link.symlink_to(self.repo, target_is_directory=True)
-        if self.port is None:
-            self.port = free_port()
         self.log_path = self.base_dir / "comfyui.log"
+        pick_port = self.port is None
+        try:
+            for attempt in range(3):
+                if pick_port:
+                    self.port = free_port()
+                try:
+                    return self._launch()
+                except ServerStartError:
+                    # another process took the free port between our check and ComfyUI's bind: take another
+                    if not (pick_port and attempt < 2 and "address already in use" in self.log_text().lower()):
+                        raise
+            raise AssertionError("unreachable")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _launch(self) -> "ComfyServer":
         cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-auto-launch", "--dont-print-server", "--disable-api-nodes",
                "--base-directory", str(self.base_dir), "--output-directory", str(self.base_dir / "output"),
@@ -234,11 +263,12 @@ class ComfyServer:
         self._log_file = open(self.log_path, "wb")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=self.comfy_dir, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env)
+                                     stdin=subprocess.DEVNULL, env=env,
+                                     preexec_fn=_die_with_parent if self.die_with_parent else None)
         try:
             self._wait_ready(t0)
         except BaseException:
-            self.stop()
+            self._stop_process()
             raise
         self.startup_s = time.monotonic() - t0
         return self
@@ -265,13 +295,7 @@ class ComfyServer:
             raise ServerStartError(f"ComfyUI could not import the pack: {failed}; log tail:\n"
                                    f"{self.log_tail(120)}")
 
-    def stop(self) -> None:
-        for ws in self._ws.values():
-            try:
-                ws.close()
-            except Exception:
-                pass
-        self._ws.clear()
+    def _stop_process(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -282,6 +306,15 @@ class ComfyServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+    def stop(self) -> None:
+        for ws in self._ws.values():
+            try:
+                ws.close()
+            except Exception:
+                pass
+        self._ws.clear()
+        self._stop_process()
         if self._tmp is not None:
             # keep the log readable after a temporary base dir is gone
             if self.log_path and self.log_path.exists():
@@ -456,6 +489,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "install":
         print(install(args.dest))  # noqa: T201
         return 0
+    def _stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through `with server`, which stops ComfyUI by its PID
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
     server = ComfyServer(args.comfy_dir, args.base, port=args.port, extra_args=args.extra)
     with server:
         print(f"ComfyUI ready at {server.url} in {server.startup_s:.1f} s", flush=True)  # noqa: T201

@@ -24,7 +24,8 @@ REPO = harness.REPO_ROOT
 DEFAULT_WORKFLOW = REPO / "workflows" / "api" / "text_to_image.json"
 MODEL_FOLDER = "lumina_mgpt"  # models/<this>/<model name>, registered by the pack
 DEMO_NAME = "lumina-mgpt-demo"
-# Where a trained model shipped with the repo would be found (copied by folder name into the server's models).
+# The pack itself registers its own models/lumina_mgpt folder (nodes/convert.py PACK_MODELS): a trained model
+# shipped there is listed by the server without copying.
 BUNDLED_DIRS = [REPO / "models" / MODEL_FOLDER]
 
 
@@ -64,7 +65,6 @@ def ensure_model(models_dir: Path, workflow: dict) -> list[str]:
         return []
     for bundled in BUNDLED_DIRS:
         if name and _is_model(bundled / name):
-            (root / name).symlink_to(bundled / name, target_is_directory=True)
             say(f"using the bundled model {bundled / name}")
             return []
     demo = root / DEMO_NAME

@@ -118,9 +118,12 @@ def generate(model: LuminaMGPT, prompts: Sequence[Sequence[int]], vocab: LuminaV
                     scores = torch.where(use[:, None], guide(logits_c, logits_u, cfg.cfg_scale), logits_c)
             allowed = masks[torch.tensor([int(c.allowed) for c in cons], device=device)]
             scores = scores.masked_fill(~allowed, float("-inf"))
-            is_img = torch.tensor([c.image_params for c in cons], device=device)
-            k = torch.where(is_img, k_img, k_txt)
-            scores = top_k_mask(scores, k if k_img != k_txt else k_img)
+            img_rows = [c.image_params for c in cons]
+            is_img = torch.tensor(img_rows, device=device)
+            if all(img_rows) or not any(img_rows) or k_img == k_txt:
+                scores = top_k_mask(scores, k_img if img_rows[0] else k_txt)  # one k: a cheap topk
+            else:
+                scores = top_k_mask(scores, torch.where(is_img, k_img, k_txt))  # per-row k: a full sort
             top_p = torch.where(is_img, cfg.image_top_p, cfg.text_top_p).to(scores.dtype)
             if bool((top_p < 1.0).any()):
                 scores = top_p_mask(scores, top_p)

@@ -76,6 +76,7 @@ class WorldTrainConfig:
     LM: ``lm_dim`` hidden size, ``lm_layers`` layers, ``lm_heads`` heads, ``lm_steps`` steps of ``lm_batch``
     sequences at ``lm_lr``; data from ``t2i_scenes`` text-to-image scenes and ``omni_scenes`` scenes whose
     Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE text tokens.
+    ``recon_eval`` held-out pictures measure the VQGAN's reconstructions with the analyser.
     ``max_minutes_vq`` / ``max_minutes_lm`` (0 = none) stop a stage early (saving what it has).
     """
 
@@ -99,6 +100,7 @@ class WorldTrainConfig:
     omni_scenes: int = 1000
     text_vocab: int = 500
     cfg_drop_prob: float = 0.1
+    recon_eval: int = 64
     max_minutes_vq: float = 0.0
     max_minutes_lm: float = 0.0
 
@@ -252,7 +254,7 @@ def text_corpus() -> list[str]:
     for w, h in WORLD_SIZES:
         out.append(TASKS["text_to_image"].message("", width=w, height=h))
         out.append(TASKS["multiview"].message("", views=4, width=w, height=h))
-    for i in range(400):
+    for i in range(200):
         scene = sample_scene(random.Random(f"lumina-world-corpus:{i}"))
         out.append(caption(scene))
         for pairs in vqa_pairs(scene).values():
@@ -371,7 +373,7 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
         log(f"reusing the VQGAN in {vq_dir}")
     else:
         vq = train_vqgan(cfg, log=log, folder=vq_dir)
-        acc = reconstruction_accuracy(vq)
+        acc = reconstruction_accuracy(vq, n=cfg.recon_eval)
         (vq_dir / "DONE").write_text(json.dumps({"recon_overall": acc}), encoding="utf-8")
         log(f"vqgan done in {time.perf_counter() - t0:.0f}s; analyser overall on reconstructions: {acc:.3f}")
 

@@ -220,6 +220,16 @@ def test_task_nodes_reject_bad_inputs(server):
     expect_validation_error(server, no_image, "image")
 
 
+def test_unload_models_then_run_again(server):
+    """ComfyUI's "Unload models" (/free) unloads our patcher like its own models; the cached loader output
+    is loaded back onto the device by the sampler (load_models_gpu) on the next prompt."""
+    assert server.run(reseed(load_workflow("text_to_image")), timeout=300).ok
+    server.free()
+    again = server.run(reseed(load_workflow("text_to_image")), timeout=300)
+    assert again.ok, again.error
+    assert "4" in again.executing
+
+
 def test_workflow_templates_are_listed(server):
     templates = server.get_json("/workflow_templates")
     names = {Path(n).stem for n in templates.get("lumina-mgpt", [])}

@@ -189,3 +189,12 @@ def test_processors_return_new_tensors():
 def test_bad_settings_are_rejected(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         SamplerConfig(**bad)
+
+
+def test_bench_sample_runs(capsys):
+    from comfy_lumina_mgpt import bench
+
+    assert bench.main(["--sample", "--image", "32x32", "--dim", "32", "--layers", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    # 32x32 px = 4x4 codes: boi, H, W, 4 rows of (4 codes + eol), eoi (the closing separator is dropped)
+    assert "sample:" in out and "ms/step" in out and "24 steps" in out

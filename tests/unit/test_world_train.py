@@ -17,7 +17,8 @@ from comfy_lumina_mgpt.world.train import MAX_GRID, WorldTrainConfig, run
 def tiny_config(tmp_path) -> WorldTrainConfig:
     return WorldTrainConfig(out=str(tmp_path / "model"), work_dir=str(tmp_path / "work"), vq_codes=32,
                             vq_embed_dim=4, vq_steps=2, vq_batch=2, vq_pool=12, lm_dim=32, lm_layers=1,
-                            lm_heads=2, lm_steps=3, lm_batch=2, t2i_scenes=6, omni_scenes=3, text_vocab=60)
+                            lm_heads=2, lm_steps=3, lm_batch=2, t2i_scenes=6, omni_scenes=3, text_vocab=60,
+                            recon_eval=2)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_world_train_reuses_finished_stages(trained_folder, tmp_path):
 
 def test_eval_json_has_every_suite_with_overall(trained_folder, capsys):
     folder, _ = trained_folder
-    results = evaluate_world(folder, n=2, n_omni=1, seed=3)
+    results = evaluate_world(folder, n=1, n_omni=1, seed=3)
     for suite in SUITES:
         assert 0.0 <= results[suite]["overall"] <= 1.0, suite
     assert "aspect_ratio" in results["text_to_image"]

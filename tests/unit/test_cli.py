@@ -1,0 +1,37 @@
+"""The command line: generate without ComfyUI, command dispatch."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from comfy_lumina_mgpt.__main__ import main
+from comfy_lumina_mgpt.demo_model import write_demo_model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return write_demo_model(tmp_path_factory.mktemp("cli") / "demo")
+
+
+def test_generate_writes_png_of_requested_size(model, tmp_path, capsys):
+    out = tmp_path / "img.png"
+    rc = main(["generate", "--model", str(model), "--prompt", "a red circle", "--size", "32x48", "--seed", "3",
+               "--cfg", "3.0", "--out", str(out), "--device", "cpu", "--batch", "2"])
+    assert rc == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(out), str(tmp_path / "img_1.png")]
+    assert Image.open(out).size == (32, 48)
+
+
+def test_generate_reports_bad_size(model, tmp_path, capsys):
+    rc = main(["generate", "--model", str(model), "--prompt", "x", "--size", "30x48",
+               "--out", str(tmp_path / "o.png")])
+    assert rc == 1
+    assert "multiples of 16" in capsys.readouterr().err
+
+
+def test_dispatch(capsys):
+    assert main(["--help"]) == 0
+    assert "run-workflow" in capsys.readouterr().out
+    assert main(["no-such-command"]) == 2
