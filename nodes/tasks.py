@@ -53,6 +53,12 @@ def answer(model: LoadedModel, tokenizer: TokenizerBundle, message: str, images:
                         generator=generator, on_step=on_step)
 
 
+def same_size(codes: list) -> tuple[int, int]:
+    """Size tokens of the (first) input image: image-to-image answers keep the input's size."""
+    h_lat, w_lat = codes[0].shape
+    return h_lat // 2, w_lat // 2
+
+
 def encode_inputs(tokenizer: TokenizerBundle, image: torch.Tensor, target: str, seed: int) -> list:
     pil = image_to_pil(image)
     return pipeline.encode_images(tokenizer, pil[:1], target_size(target, tokenizer, pil[0].size), seed)
@@ -82,7 +88,7 @@ class LuminaMGPTImageEdit(io.ComfyNode):
     def execute(cls, model, tokenizer, image, instruction: str, target: str, conversation=None, **kw):
         codes = encode_inputs(tokenizer, image, target, kw["seed"])
         ans = answer(model, tokenizer, omni.user_message("editing", instruction), codes, kw, conversation,
-                     force_images=1)
+                     force_images=1, force_size=same_size(codes))
         return io.NodeOutput(answer_images(tokenizer, ans), ans.conversation)
 
 
@@ -102,7 +108,8 @@ class LuminaMGPTDensePrediction(io.ComfyNode):
     @classmethod
     def execute(cls, model, tokenizer, image, task: str, target: str, **kw):
         codes = encode_inputs(tokenizer, image, target, kw["seed"])
-        ans = answer(model, tokenizer, omni.user_message(task), codes, kw, force_images=1)
+        ans = answer(model, tokenizer, omni.user_message(task), codes, kw, force_images=1,
+                     force_size=same_size(codes))
         maps = answer_images(tokenizer, ans)
         return io.NodeOutput(maps, maps.mean(dim=-1))
 
@@ -126,7 +133,8 @@ class LuminaMGPTDetect(io.ComfyNode):
     @classmethod
     def execute(cls, model, tokenizer, image, object: str, target: str, **kw):  # noqa: A002 (UI name)
         codes = encode_inputs(tokenizer, image, target, kw["seed"])
-        ans = answer(model, tokenizer, omni.user_message("detection", object), codes, kw, force_images=1)
+        ans = answer(model, tokenizer, omni.user_message("detection", object), codes, kw, force_images=1,
+                     force_size=same_size(codes))
         out = answer_images(tokenizer, ans)
         before = pipeline.decode_codes(tokenizer, codes[0])[0].cpu()
         after = out[0].permute(2, 0, 1) * 2 - 1
@@ -156,7 +164,7 @@ class LuminaMGPTConditionToImage(io.ComfyNode):
     def execute(cls, model, tokenizer, image, caption: str, target: str, **kw):
         codes = encode_inputs(tokenizer, image, target, kw["seed"])
         ans = answer(model, tokenizer, omni.user_message("condition_to_image", caption), codes, kw,
-                     force_images=1)
+                     force_images=1, force_size=same_size(codes))
         return io.NodeOutput(answer_images(tokenizer, ans))
 
 

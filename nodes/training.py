@@ -135,6 +135,8 @@ class LuminaMGPTTrainer(io.ComfyNode):
         pbar = comfy.utils.ProgressBar(steps)
 
         def on_step(step: int, total: int, metrics: dict) -> None:
+            if mm.processing_interrupted():
+                return  # ComfyUI's progress hook would raise now; let the trainer save a checkpoint first
             preview = None
             if validate_every and validation_prompt.strip() and step % validate_every == 0:
                 preview = ("JPEG", validation_image(lm, tokenizer, validation_prompt, val_w, val_h), 512)

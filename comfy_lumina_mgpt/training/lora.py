@@ -258,4 +258,6 @@ def unload_lora(model: LuminaMGPT) -> LuminaMGPT:
         if layer.merged:
             layer.unmerge()
         _replace_module(model, name, layer.get_base_layer())
+    if "peft_config" in vars(model):
+        del model.peft_config  # left by peft's injection; a later injection would warn about two adapters
     return model

@@ -72,7 +72,8 @@ class WorldTrainConfig:
     """Every setting of ``world train`` (the defaults make the bundled model, ~45 min on 2 CPU cores).
 
     VQGAN: ``vq_codes`` codebook entries of ``vq_embed_dim`` dims, ``vq_ch`` base channels, ``vq_steps``
-    Adam steps of ``vq_batch`` images at ``vq_lr``, drawn from ``vq_pool`` rendered images.
+    Adam steps of ``vq_batch`` random ``vq_crop``-px crops (0 = whole images) at ``vq_lr``, cut from
+    ``vq_pool`` rendered images (small crops: many cheap steps, which is what a CPU can afford).
     LM: ``lm_dim`` hidden size, ``lm_layers`` layers, ``lm_heads`` heads, ``lm_steps`` steps of ``lm_batch``
     sequences at ``lm_lr``; data from ``t2i_scenes`` text-to-image scenes and ``omni_scenes`` scenes whose
     Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE text tokens.
@@ -86,17 +87,18 @@ class WorldTrainConfig:
     vq_codes: int = 512
     vq_embed_dim: int = 8
     vq_ch: int = 32
-    vq_steps: int = 500
-    vq_batch: int = 12
-    vq_lr: float = 1e-3
+    vq_steps: int = 1800
+    vq_batch: int = 8
+    vq_crop: int = 32
+    vq_lr: float = 1.5e-3
     vq_pool: int = 2400
     lm_dim: int = 192
     lm_layers: int = 4
     lm_heads: int = 6
-    lm_steps: int = 1500
+    lm_steps: int = 1100
     lm_batch: int = 16
     lm_lr: float = 2e-3
-    t2i_scenes: int = 8000
+    t2i_scenes: int = 7000
     omni_scenes: int = 1000
     text_vocab: int = 500
     cfg_drop_prob: float = 0.1
@@ -178,12 +180,17 @@ def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path
     usage = torch.zeros(cfg.vq_codes)
     start = time.perf_counter()
     deadline = start + 60 * cfg.max_minutes_vq if cfg.max_minutes_vq > 0 else math.inf
-    restart_every, warm = 20, max(1, min(20, cfg.vq_steps // 4))
+    restart_every, warm = 50, max(1, min(20, cfg.vq_steps // 4))
     for step in range(cfg.vq_steps):
         size = rng.choices(sizes, weights)[0]
         data = tensors[size]
         idx = torch.randint(0, len(data), (cfg.vq_batch,), generator=gen)
         x = data[idx]
+        if cfg.vq_crop:
+            c = cfg.vq_crop
+            oy = torch.randint(0, x.shape[2] - c + 1, (len(x),), generator=gen).tolist()
+            ox = torch.randint(0, x.shape[3] - c + 1, (len(x),), generator=gen).tolist()
+            x = torch.stack([im[:, a:a + c, b:b + c] for im, a, b in zip(x, oy, ox)])
         lr = cfg.vq_lr * min(1.0, (step + 1) / warm) * (0.55 + 0.45 * math.cos(math.pi * step / cfg.vq_steps))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -206,7 +213,7 @@ def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path
             usage.zero_()
             log(f"vqgan step {step + 1}/{cfg.vq_steps} rec {rec_loss.item():.4f} cb {cb_loss.item():.4f} "
                 f"codes used {used} restarted {n_dead} ({time.perf_counter() - start:.0f}s)")
-        if folder is not None and (step + 1) % 40 == 0:
+        if folder is not None and (step + 1) % 200 == 0:
             save_vqgan(vq, folder)
         if time.perf_counter() > deadline:
             log(f"vqgan: time budget reached at step {step + 1}")
@@ -313,13 +320,14 @@ def tokenize_conversations(convs: Sequence[tuple[str, list[str], list[Image.Imag
     """``(ids, labels, buckets)`` of each conversation (``conversation.build_training_example``)."""
     from ..conversation import build_training_example
 
-    flat = [im for _, _, ims in convs for im in ims]
-    codes = encode_pil(bundle.vqgan, flat)
+    unique: dict[int, Image.Image] = {}
+    for _, _, ims in convs:
+        for im in ims:
+            unique.setdefault(id(im), im)  # a scene's picture serves several tasks: encode it once
+    codes = dict(zip(unique, encode_pil(bundle.vqgan, list(unique.values()))))
     ids_all, labels_all, buckets = [], [], []
-    pos = 0
     for task, turns, ims in convs:
-        c = codes[pos:pos + len(ims)]
-        pos += len(ims)
+        c = [codes[id(im)] for im in ims]
         ids, labels = build_training_example(bundle.text, turns, c)
         if len(ids) > max_seq_len:
             continue
