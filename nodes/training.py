@@ -46,6 +46,11 @@ def dataset_path(text: str) -> Path:
     return path
 
 
+def check_folder_name(name: str, what: str) -> None:
+    if not name.strip() or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"{what} {name!r} must be a plain folder name (no slashes, not starting with '.')")
+
+
 def pil_image(image: torch.Tensor) -> Image.Image:
     return Image.fromarray((image.numpy() * 255).astype(np.uint8))
 
@@ -116,8 +121,7 @@ class LuminaMGPTTrainer(io.ComfyNode):
                 learning_rate: float, batch_size: int, grad_accum: int, lora_rank: int, lora_alpha: float,
                 target_size: str, save_every: int, seed: int, output_name: str, validation_prompt: str = "",
                 validation_size: str = "64x64", validate_every: int = 0) -> io.NodeOutput:
-        if not output_name.strip() or "/" in output_name or output_name.startswith("."):
-            raise ValueError(f"output_name {output_name!r} must be a plain folder name")
+        check_folder_name(output_name, "output_name")
         source = dataset_path(dataset)
         val_w, val_h = pipeline.parse_size(validation_size) if validation_prompt.strip() else (0, 0)
         run_dir = Path(folder_paths.get_output_directory()) / "lumina_mgpt_training" / output_name
@@ -218,8 +222,7 @@ class LuminaMGPTSaveMerged(io.ComfyNode):
 
     @classmethod
     def execute(cls, model: LoadedModel, name: str) -> io.NodeOutput:
-        if not name.strip() or "/" in name or name.startswith("."):
-            raise ValueError(f"name {name!r} must be a plain folder name")
+        check_folder_name(name, "name")
         mm.load_models_gpu([model.patcher], force_full_load=True)  # patches are applied while loaded
         folder = Path(folder_paths.get_folder_paths(FOLDER)[0]) / name
         save_model(model.patcher.model, folder)

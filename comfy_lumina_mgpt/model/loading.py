@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_folder
 from ..config import ModelConfig
 from .chameleon import LuminaMGPT
 
@@ -142,26 +140,23 @@ def save_model(model: LuminaMGPT, folder: str | Path, *, max_shard_bytes: int = 
                dtype: torch.dtype | None = None, extra_files: dict[str, str] | None = None) -> Path:
     """Write ``model`` as a checkpoint folder in the published layout, atomically.
 
-    Everything is written to a temporary sibling folder which then replaces ``folder`` in one rename, so an
-    interrupted save leaves the previous checkpoint intact.
+    Everything is written to a temporary sibling folder which then replaces ``folder`` (``atomic_folder``), so
+    an interrupted save leaves the previous checkpoint intact.
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; a model folder is meant to be shared
-    try:
-        state = {k: (v.to(dtype) if dtype is not None else v).detach().contiguous().cpu()
-                 for k, v in model.state_dict().items()}
-        shards: list[dict[str, torch.Tensor]] = [{}]
-        size = 0
-        for key, tensor in state.items():
-            nbytes = tensor.numel() * tensor.element_size()
-            if shards[-1] and size + nbytes > max_shard_bytes:
-                shards.append({})
-                size = 0
-            shards[-1][key] = tensor
-            size += nbytes
-        metadata = {"format": "pt"}
+    state = {k: (v.to(dtype) if dtype is not None else v).detach().contiguous().cpu()
+             for k, v in model.state_dict().items()}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    metadata = {"format": "pt"}
+    with atomic_folder(folder) as tmp:
         if len(shards) == 1:
             save_file(shards[0], str(tmp / SINGLE_NAME), metadata=metadata)
         else:
@@ -176,19 +171,5 @@ def save_model(model: LuminaMGPT, folder: str | Path, *, max_shard_bytes: int = 
         (tmp / "config.json").write_text(json.dumps(model.config.to_hf_dict(), indent=2))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
-        _replace_dir(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap ``new`` into ``target``; the old folder is removed only after the new one is in place."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..model.chameleon import LuminaMGPT
 from ..vocab import LuminaVocab
-from .grid import Allowed, GridState, Phase
+from .grid import GridState, Phase
 from .processors import guide, sample, top_k_mask, top_p_mask
 from .settings import SamplerConfig
 

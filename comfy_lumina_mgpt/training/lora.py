@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ..atomic import atomic_folder
 from .config import LoraSettings
 
 if TYPE_CHECKING:
@@ -115,21 +113,9 @@ def save_lora(model: nn.Module, settings: LoraSettings, folder: str | Path,
     ``state`` overrides the weights read from ``model`` (used when they were gathered from several processes).
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     state = lora_state_dict(model) if state is None else state
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         write_lora_files(tmp, state, settings)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -74,6 +74,7 @@ class WorldTrainConfig:
     VQGAN: ``vq_codes`` codebook entries of ``vq_embed_dim`` dims, ``vq_ch`` base channels, ``vq_steps``
     Adam steps of ``vq_batch`` random ``vq_crop``-px crops (0 = whole images) at ``vq_lr``, cut from
     ``vq_pool`` rendered images (small crops: many cheap steps, which is what a CPU can afford).
+    ``vq_refine_steps`` more steps at ``0.3 * vq_lr`` follow (see ``train_vqgan``).
     LM: ``lm_dim`` hidden size, ``lm_layers`` layers, ``lm_heads`` heads, ``lm_steps`` steps of ``lm_batch``
     sequences at ``lm_lr``; data from ``t2i_scenes`` text-to-image scenes and ``omni_scenes`` scenes whose
     Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE text tokens.
@@ -90,6 +91,7 @@ class WorldTrainConfig:
     vq_steps: int = 1800
     vq_batch: int = 8
     vq_crop: int = 32
+    vq_refine_steps: int = 1200
     vq_lr: float = 1.5e-3
     vq_pool: int = 2400
     lm_dim: int = 192
@@ -165,23 +167,47 @@ def _restart_dead_codes(vq: VQGAN, usage: Tensor, latents: Tensor, gen: torch.Ge
     return len(dead)
 
 
-def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path | None = None) -> VQGAN:
-    """Train the world VQGAN; checkpoints (``save_vqgan``) go to ``folder`` every 40 steps and at the end."""
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rng = random.Random(f"lumina-world-vq-batches:{cfg.seed}")
+def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path | None = None,
+                init: VQGAN | None = None) -> VQGAN:
+    """Train the world VQGAN in two phases; checkpoints (``save_vqgan``) go to ``folder``.
+
+    Phase 1 (``vq_steps`` at ``vq_lr``, dead codes restarted) starts from scratch and leaves a ``PHASE1``
+    marker; phase 2 (``vq_refine_steps`` at ``0.3 * vq_lr``, codebook left alone) refines it with a fresh
+    optimizer and its own seed, so it gives the same weights whether it follows phase 1 in the same process
+    or starts from the saved phase-1 weights (``init``).
+    """
     pool = vq_training_images(cfg.vq_pool, cfg.seed)
     tensors = {size: _to_batch(ims) for size, ims in pool.items()}
+    deadline = time.perf_counter() + 60 * cfg.max_minutes_vq if cfg.max_minutes_vq > 0 else math.inf
+    if init is None:
+        torch.manual_seed(cfg.seed)
+        vq = VQGAN(world_vqgan_config(cfg))
+        _vq_phase(vq, tensors, cfg, cfg.vq_steps, cfg.vq_lr, cfg.seed, True, log, deadline)
+        if folder is not None:
+            save_vqgan(vq, folder)
+            (folder / "PHASE1").write_text("phase 1 done\n", encoding="utf-8")
+    else:
+        vq = init
+    if cfg.vq_refine_steps:
+        _vq_phase(vq, tensors, cfg, cfg.vq_refine_steps, 0.3 * cfg.vq_lr, cfg.seed + 1, False, log, deadline)
+    vq.eval().requires_grad_(False)
+    if folder is not None:
+        save_vqgan(vq, folder)
+    return vq
+
+
+def _vq_phase(vq: VQGAN, tensors: dict[tuple[int, int], Tensor], cfg: WorldTrainConfig, steps: int,
+              peak_lr: float, seed: int, restarts: bool, log: LogFn, deadline: float) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    rng = random.Random(f"lumina-world-vq-batches:{seed}")
     sizes = sorted(tensors)
     weights = [len(tensors[s]) for s in sizes]
-    vq = VQGAN(world_vqgan_config(cfg))
-    vq.train()
-    opt = torch.optim.Adam(vq.parameters(), lr=cfg.vq_lr, betas=(0.9, 0.99))
+    vq.train().requires_grad_(True)
+    opt = torch.optim.Adam(vq.parameters(), lr=peak_lr, betas=(0.9, 0.99))
     usage = torch.zeros(cfg.vq_codes)
     start = time.perf_counter()
-    deadline = start + 60 * cfg.max_minutes_vq if cfg.max_minutes_vq > 0 else math.inf
-    restart_every, warm = 50, max(1, min(20, cfg.vq_steps // 4))
-    for step in range(cfg.vq_steps):
+    restart_every, warm = 50, max(1, min(20, steps // 4))
+    for step in range(steps):
         size = rng.choices(sizes, weights)[0]
         data = tensors[size]
         idx = torch.randint(0, len(data), (cfg.vq_batch,), generator=gen)
@@ -191,11 +217,11 @@ def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path
             oy = torch.randint(0, x.shape[2] - c + 1, (len(x),), generator=gen).tolist()
             ox = torch.randint(0, x.shape[3] - c + 1, (len(x),), generator=gen).tolist()
             x = torch.stack([im[:, a:a + c, b:b + c] for im, a, b in zip(x, oy, ox)])
-        lr = cfg.vq_lr * min(1.0, (step + 1) / warm) * (0.55 + 0.45 * math.cos(math.pi * step / cfg.vq_steps))
+        lr = peak_lr * min(1.0, (step + 1) / warm) * (0.55 + 0.45 * math.cos(math.pi * step / steps))
         for g in opt.param_groups:
             g["lr"] = lr
         z = vq.encode_latents(x)
-        if step == 0:  # start the codebook on real encoder outputs
+        if step == 0 and restarts:  # start the codebook on real encoder outputs
             flat0 = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
             _restart_dead_codes(vq, torch.zeros(cfg.vq_codes), flat0, gen)
         z_q, cb_loss, codes = vq.quantize(z)
@@ -206,22 +232,18 @@ def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path
         loss.backward()
         opt.step()
         usage += torch.bincount(codes.flatten(), minlength=cfg.vq_codes).float()
-        if (step + 1) % restart_every == 0 and step + 1 < int(0.85 * cfg.vq_steps):
-            flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-            n_dead = _restart_dead_codes(vq, usage, flat, gen)
+        if (step + 1) % restart_every == 0:
+            n_dead = 0
+            if restarts and step + 1 < int(0.85 * steps):
+                flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+                n_dead = _restart_dead_codes(vq, usage, flat, gen)
             used = int((usage > 0).sum())
             usage.zero_()
-            log(f"vqgan step {step + 1}/{cfg.vq_steps} rec {rec_loss.item():.4f} cb {cb_loss.item():.4f} "
+            log(f"vqgan step {step + 1}/{steps} rec {rec_loss.item():.4f} cb {cb_loss.item():.4f} "
                 f"codes used {used} restarted {n_dead} ({time.perf_counter() - start:.0f}s)")
-        if folder is not None and (step + 1) % 200 == 0:
-            save_vqgan(vq, folder)
         if time.perf_counter() > deadline:
             log(f"vqgan: time budget reached at step {step + 1}")
             break
-    vq.eval().requires_grad_(False)
-    if folder is not None:
-        save_vqgan(vq, folder)
-    return vq
 
 
 @torch.no_grad()
@@ -380,7 +402,8 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
         vq = load_vqgan(*find_vqgan_files(vq_dir))
         log(f"reusing the VQGAN in {vq_dir}")
     else:
-        vq = train_vqgan(cfg, log=log, folder=vq_dir)
+        init = load_vqgan(*find_vqgan_files(vq_dir)) if (vq_dir / "PHASE1").is_file() else None
+        vq = train_vqgan(cfg, log=log, folder=vq_dir, init=init)
         acc = reconstruction_accuracy(vq, n=cfg.recon_eval)
         (vq_dir / "DONE").write_text(json.dumps({"recon_overall": acc}), encoding="utf-8")
         log(f"vqgan done in {time.perf_counter() - t0:.0f}s; analyser overall on reconstructions: {acc:.3f}")
