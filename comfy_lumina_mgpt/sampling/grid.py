@@ -65,6 +65,8 @@ class GridState:
         """Tokens still to come for the current image (plus the closing separator), if known."""
         if self.phase == Phase.BODY:
             return self.body_len - self.body_done + 2
+        if self.phase == Phase.TEXT and self.force_images and self.images_done >= self.force_images:
+            return 1  # only the forced separator is left
         return None
 
     def constraint(self) -> Constraint:

@@ -97,7 +97,7 @@ class WorldTrainConfig:
     lm_dim: int = 192
     lm_layers: int = 4
     lm_heads: int = 6
-    lm_steps: int = 1100
+    lm_steps: int = 1000
     lm_batch: int = 16
     lm_lr: float = 2e-3
     t2i_scenes: int = 7000
