@@ -76,3 +76,21 @@ def pytest_runtest_makereport(item, call):
         server = item.funcargs.get("comfy_server") if hasattr(item, "funcargs") else None
         if server is not None:
             report.sections.append(("ComfyUI log (tail)", server.log_tail(80)))
+
+
+MODEL_NAME = "lumina-mgpt-world"  # the model every shipped workflow names
+BUNDLED_MODEL = REPO_ROOT / "models" / "lumina_mgpt" / MODEL_NAME
+
+
+@pytest.fixture(scope="session")
+def lumina_model(comfy_server):
+    """Folder of the workflows' model as the server sees it: the bundled trained model when the repo has it
+    (the pack registers its own models/ folder), else a small random demo model written under that name."""
+    if (BUNDLED_MODEL / "config.json").is_file():
+        return BUNDLED_MODEL
+    folder = comfy_server.models_dir / "lumina_mgpt" / MODEL_NAME
+    if not (folder / "config.json").is_file():
+        from comfy_lumina_mgpt.demo_model import write_demo_model
+
+        write_demo_model(folder)
+    return folder

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from comfy_lumina_mgpt.demo_model import write_demo_model
 from comfy_lumina_mgpt.world import render_image, sample_scene
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,11 +44,8 @@ def reseed(graph: dict, seed: int | None = None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(comfy_server):
-    """The server with the demo model under the shipped workflows' model name and an example input image."""
-    models = comfy_server.models_dir / "lumina_mgpt" / MODEL_NAME
-    if not models.exists():
-        write_demo_model(models)
+def server(comfy_server, lumina_model):
+    """The server with the workflows' model (bundled, or a random demo) and an example input image."""
     image = render_image(sample_scene(random.Random(3), size=(64, 64), n_objects=2))
     comfy_server.input_dir.mkdir(parents=True, exist_ok=True)
     image.save(comfy_server.input_dir / EXAMPLE_IMAGE)
@@ -164,7 +160,7 @@ def expect_execution_error(server, graph, *words):
         assert word in message, message
 
 
-def test_bad_inputs_give_clear_errors_and_server_keeps_serving(server, tmp_path):
+def test_bad_inputs_give_clear_errors_and_server_keeps_serving(server, lumina_model):
     base = load_workflow("text_to_image")
 
     bad_size = reseed(base)
@@ -185,7 +181,7 @@ def test_bad_inputs_give_clear_errors_and_server_keeps_serving(server, tmp_path)
 
     corrupt = server.models_dir / "lumina_mgpt" / "corrupt-model"
     if not corrupt.exists():
-        shutil.copytree(server.models_dir / "lumina_mgpt" / MODEL_NAME, corrupt)
+        shutil.copytree(lumina_model, corrupt)
         weights = corrupt / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:200])
     broken = reseed(base)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfy_lumina_mgpt.demo_model import write_demo_model
 from comfy_lumina_mgpt.world import write_folder_dataset
 
 MODEL = "lumina-mgpt-world"
@@ -25,10 +24,7 @@ SAMPLING = {"cfg": 3.0, "image_top_k": 50, "image_top_p": 1.0, "image_temperatur
 
 
 @pytest.fixture(scope="module")
-def server(comfy_server):
-    folder = comfy_server.models_dir / "lumina_mgpt" / MODEL
-    if not folder.exists():
-        write_demo_model(folder)
+def server(comfy_server, lumina_model):
     write_folder_dataset(comfy_server.input_dir / "world_t2i", n_scenes=12, seed=1)
     return comfy_server
 

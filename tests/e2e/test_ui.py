@@ -17,15 +17,10 @@ SCRIPT = Path(__file__).parent / "ui" / "graph_to_prompt.js"
 
 
 @pytest.fixture(scope="module")
-def editor_prompts(comfy_server, tmp_path_factory):
+def editor_prompts(comfy_server, lumina_model, tmp_path_factory):
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists() or not (DRIVER_DIR / "node_modules" / "playwright-core").is_dir():
         pytest.skip("chromium or playwright-core missing; run `bash scripts/setup.sh`")
-    models = comfy_server.models_dir / "lumina_mgpt" / "lumina-mgpt-world"
-    if not models.exists() and not (REPO / "models" / "lumina_mgpt" / "lumina-mgpt-world").exists():
-        from comfy_lumina_mgpt.demo_model import write_demo_model
-
-        write_demo_model(models)  # the loader dropdowns must contain the workflows' model name
     out = tmp_path_factory.mktemp("ui")
     env = {"NODE_PATH": str(DRIVER_DIR / "node_modules"), "CHROMIUM": chromium, "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(["node", str(SCRIPT), comfy_server.url, str(REPO / "workflows"), str(out)],
