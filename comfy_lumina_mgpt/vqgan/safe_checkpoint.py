@@ -103,9 +103,10 @@ def _make_placeholder(qualified_name: str) -> type:
 def _refusal(path: Path, name: str) -> ValueError:
     return ValueError(
         f"refusing to load {path}: the pickle names the global {name!r}, which is not an inert data "
-        f"container, so loading it could run code from the file. Only use a file you trust; after checking "
-        f"it, convert it to .safetensors (e.g. `{CONVERT_HINT}`) or get a .safetensors copy, and load that "
-        f"instead.")
+        f"container, so loading it could run code from the file. This pack never unpickles such objects: get a "
+        f".safetensors copy of the weights (or, for a file you have checked, convert it with your own tools) "
+        f"and load that instead. (Lightning checkpoints whose extra objects are only hyper-parameters load as they "
+        f"are; `{CONVERT_HINT}` turns those into .safetensors.)")
 
 
 def _unsafe_globals(path: Path) -> list[str] | None:
@@ -114,8 +115,8 @@ def _unsafe_globals(path: Path) -> list[str] | None:
         return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
     except pickle.UnpicklingError as err:
         raise ValueError(f"refusing to load {path}: its pickle uses an operation that cannot be checked "
-                         f"({_short_error(err)}). Only use a file you trust; after checking it, convert "
-                         f"it to .safetensors (e.g. `{CONVERT_HINT}`).") from None
+                         f"({_short_error(err)}). Get a .safetensors copy of the weights and load that "
+                         f"instead.") from None
     except (ValueError, RuntimeError, KeyError):
         return None  # not a torch.save zip archive: torch.load's weights-only unpickler decides alone
 
@@ -147,8 +148,8 @@ def _torch_load(path: Path) -> Any:
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise ValueError(f"refusing to load {path}: the weights-only unpickler rejected it "
-                         f"({_short_error(err)}). Only use a file you trust; after checking it, convert "
-                         f"it to .safetensors (e.g. `{CONVERT_HINT}`).") from None
+                         f"({_short_error(err)}). Get a .safetensors copy of the weights and load that "
+                         f"instead.") from None
     except (RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"could not read {path} as a torch checkpoint: {_short_error(err)}") from None
 
