@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tasks", default=",".join(WORLD_TASKS),
                    help=f"comma-separated subset of {','.join(WORLD_TASKS)}")
     g.add_argument("--views", type=int, default=4, help="frames per multiview example")
-    t = sub.add_parser("train", help="train the bundled small model (VQGAN, tokenizer, Lumina-mGPT) from scratch")
+    t = sub.add_parser("train", help="train the bundled small model (VQGAN, tokenizer, Lumina-mGPT) "
+                                     "from scratch")
     from dataclasses import fields
 
     from .train import WorldTrainConfig

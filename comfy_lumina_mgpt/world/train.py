@@ -5,9 +5,13 @@
 Three stages, each resumable from ``--work`` (a finished stage is reused, so a second run continues):
 
 1. **VQGAN** (the Chameleon classes, small config: 8x downsampling, ``ch`` 32, a low-dimensional codebook)
-   trained on world renders of every task target (pictures, segmentation / depth / normal / pose maps,
-   detection boxes, multiview frames) with L1 + MSE reconstruction and the codebook loss. Codes that go
-   unused for a while are restarted on encoder outputs of the current batch, so the whole codebook is used.
+   trained on 32-px crops of world renders of every task target (pictures, segmentation / depth / normal /
+   pose maps, detection boxes, multiview frames) with L1 + MSE reconstruction and the codebook loss; codes
+   unused for a while are restarted on encoder outputs, so the whole codebook is used. Phase 2 refines at a
+   lower rate; phase 3 tunes only the decoder, to draw *snapped* codes too: the encoder gives a flat patch
+   (e.g. background) one of many codes depending on its surroundings, which a language model cannot predict,
+   so answer images are written with one canonical code per flat colour (``canonical_codes``,
+   ``snap_codes``) and the decoder learns to draw them. Input images keep the encoder's codes.
 2. **Tokenizer**: ``vocab_builder.build_chameleon_tokenizer`` with one ``IMGIMG…`` token per VQGAN code, the
    official special-token names (size-token unit = 2 x 8 px = 16 px, so 80 px = 5 size steps), and a small
    byte-level BPE trained on every world prompt, caption and answer.
@@ -34,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -51,7 +56,7 @@ from ..vqgan import VQGAN, VQGANConfig, find_vqgan_files, load_vqgan, save_vqgan
 from .analyser import score_text_to_image
 from .dataset import WORLD_TASKS, _rng, scene_examples
 from .render import CONDITION_KINDS, render_condition, render_detection, render_image, render_multiview
-from .scene import COLOURS, POSITIONS, SHAPES, SIZES, WORLD_SIZES, Scene, caption, sample_scene, vqa_pairs
+from .scene import COLOURS, POSITIONS, SHAPES, SIZES, WORLD_SIZES, caption, sample_scene, vqa_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +79,8 @@ class WorldTrainConfig:
     VQGAN: ``vq_codes`` codebook entries of ``vq_embed_dim`` dims, ``vq_ch`` base channels, ``vq_steps``
     Adam steps of ``vq_batch`` random ``vq_crop``-px crops (0 = whole images) at ``vq_lr``, cut from
     ``vq_pool`` rendered images (small crops: many cheap steps, which is what a CPU can afford).
-    ``vq_refine_steps`` more steps at ``0.3 * vq_lr`` follow (see ``train_vqgan``).
+    ``vq_refine_steps`` more steps at ``0.3 * vq_lr`` follow (see ``train_vqgan``), then
+    ``vq_decoder_steps`` decoder-only steps (``refine_decoder``: codes unchanged).
     LM: ``lm_dim`` hidden size, ``lm_layers`` layers, ``lm_heads`` heads, ``lm_steps`` steps of ``lm_batch``
     sequences at ``lm_lr``; data from ``t2i_scenes`` text-to-image scenes and ``omni_scenes`` scenes whose
     Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE text tokens.
@@ -92,12 +98,13 @@ class WorldTrainConfig:
     vq_batch: int = 8
     vq_crop: int = 32
     vq_refine_steps: int = 1200
+    vq_decoder_steps: int = 3000
     vq_lr: float = 1.5e-3
     vq_pool: int = 2400
     lm_dim: int = 192
     lm_layers: int = 4
     lm_heads: int = 6
-    lm_steps: int = 1000
+    lm_steps: int = 1400
     lm_batch: int = 16
     lm_lr: float = 2e-3
     t2i_scenes: int = 7000
@@ -246,6 +253,108 @@ def _vq_phase(vq: VQGAN, tensors: dict[tuple[int, int], Tensor], cfg: WorldTrain
             break
 
 
+def _pure_patches(image: Image.Image, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(pure [h, w] bool, rgb [h, w] int)``: which ``d x d`` patches are one flat colour, and that colour
+    packed as ``r << 16 | g << 8 | b``."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.int64)
+    h, w = arr.shape[0] // d, arr.shape[1] // d
+    packed = (arr[..., 0] << 16) | (arr[..., 1] << 8) | arr[..., 2]
+    blocks = packed[: h * d, : w * d].reshape(h, d, w, d).transpose(0, 2, 1, 3).reshape(h, w, d * d)
+    return (blocks == blocks[..., :1]).all(-1), blocks[..., 0]
+
+
+def canonical_codes(images: Sequence[Image.Image], codes: Sequence[Tensor], d: int, min_count: int = 20
+                    ) -> dict[int, int]:
+    """For every flat colour (packed RGB) seen in at least ``min_count`` flat ``d x d`` patches: the code the
+    encoder gives such patches most often.
+
+    The encoder maps a flat patch to different codes depending on where it is and what surrounds it; the
+    language model cannot predict that variation, so answer images are written with one code per flat colour
+    (``snap_codes``) and the decoder is tuned to draw them (``refine_decoder``).
+    """
+    counts: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for im, c in zip(images, codes):
+        pure, rgb = _pure_patches(im, d)
+        for colour, code in zip(rgb[pure].tolist(), c.numpy()[pure].tolist()):
+            counts[colour][code] += 1
+    return {colour: max(cs, key=lambda k: (cs[k], -k)) for colour, cs in sorted(counts.items())
+            if sum(cs.values()) >= min_count}
+
+
+def snap_codes(image: Image.Image, codes: Tensor, canon: dict[int, int], d: int) -> Tensor:
+    """``codes [h, w]`` with every flat patch of a colour in ``canon`` set to that colour's canonical code."""
+    pure, rgb = _pure_patches(image, d)
+    out = codes.clone()
+    for (i, j) in np.argwhere(pure).tolist():
+        code = canon.get(int(rgb[i, j]))
+        if code is not None:
+            out[i, j] = code
+    return out
+
+
+def world_canonical_codes(vq: VQGAN, cfg: WorldTrainConfig) -> dict[int, int]:
+    """``canonical_codes`` over the VQGAN training pool (deterministic in ``cfg.seed``)."""
+    pool = vq_training_images(cfg.vq_pool, cfg.seed)
+    images = [im for ims in pool.values() for im in ims]
+    return canonical_codes(images, encode_pil(vq, images), vq.downsample)
+
+
+def refine_decoder(vq: VQGAN, cfg: WorldTrainConfig, *, log: LogFn = logger.info,
+                   canon: dict[int, int] | None = None) -> VQGAN:
+    """Phase 3: train only ``post_quant_conv`` and the decoder for ``vq_decoder_steps`` steps.
+
+    The encoder and codebook stay frozen, so every image keeps its codes (the language model's data does not
+    change) while reconstructions sharpen. Batches are ``vq_batch`` crops of ``vq_crop / 8`` x ``vq_crop / 8``
+    codes of whole encoded images.
+    """
+    if not cfg.vq_decoder_steps:
+        return vq
+    pool = vq_training_images(cfg.vq_pool, cfg.seed)
+    tensors = {size: _to_batch(ims) for size, ims in pool.items()}
+    codes = {size: torch.cat([vq.encode(t[i:i + 64]) for i in range(0, len(t), 64)])
+             for size, t in tensors.items()}
+    if canon:
+        d0 = vq.downsample
+        codes = {size: torch.stack([snap_codes(im, c, canon, d0) if k % 2 else c
+                                    for k, (im, c) in enumerate(zip(pool[size], codes[size]))])
+                 for size in codes}
+    sizes = sorted(tensors)
+    weights = [len(tensors[s]) for s in sizes]
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    rng = random.Random(f"lumina-world-vq-decoder:{cfg.seed}")
+    vq.eval().requires_grad_(False)
+    params = [*vq.post_quant_conv.parameters(), *vq.decoder.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    vq.decoder.train()
+    opt = torch.optim.Adam(params, lr=0.3 * cfg.vq_lr, betas=(0.9, 0.99))
+    d = vq.downsample
+    c = max(1, (cfg.vq_crop or 32) // d)
+    start = time.perf_counter()
+    steps = cfg.vq_decoder_steps
+    for step in range(steps):
+        size = rng.choices(sizes, weights)[0]
+        idx = torch.randint(0, len(tensors[size]), (cfg.vq_batch,), generator=gen)
+        x, k = tensors[size][idx], codes[size][idx]
+        oy = torch.randint(0, k.shape[1] - c + 1, (len(k),), generator=gen).tolist()
+        ox = torch.randint(0, k.shape[2] - c + 1, (len(k),), generator=gen).tolist()
+        k = torch.stack([m[a:a + c, b:b + c] for m, a, b in zip(k, oy, ox)])
+        x = torch.stack([im[:, a * d:(a + c) * d, b * d:(b + c) * d] for im, a, b in zip(x, oy, ox)])
+        lr = 0.3 * cfg.vq_lr * (0.55 + 0.45 * math.cos(math.pi * step / steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        recon = vq.decode(vq.quantize.lookup(k))
+        loss = (recon - x).abs().mean() + F.mse_loss(recon, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % 100 == 0:
+            log(f"vqgan decoder step {step + 1}/{steps} rec {loss.item():.4f} "
+                f"({time.perf_counter() - start:.0f}s)")
+    vq.eval().requires_grad_(False)
+    return vq
+
+
 @torch.no_grad()
 def encode_pil(vq: VQGAN, images: Sequence[Image.Image], batch: int = 64) -> list[Tensor]:
     """VQ codes ``[h, w]`` of each PIL image (sides multiples of the downsample), batched by size."""
@@ -297,7 +406,7 @@ def text_corpus() -> list[str]:
 
 
 def build_world_tokenizer(path: str | Path, num_codes: int, text_vocab: int) -> Path:
-    """The world tokenizer: Chameleon names (compact layout), sizes 0..``MAX_GRID``, BPE on ``text_corpus``."""
+    """The world tokenizer: Chameleon names (compact layout), sizes 0..``MAX_GRID``, BPE on the corpus."""
     return build_chameleon_tokenizer(path, num_codes=num_codes, max_grid=MAX_GRID, text_corpus=text_corpus(),
                                      text_vocab_size=text_vocab, official_layout=False)
 
@@ -338,8 +447,14 @@ def world_conversations(cfg: WorldTrainConfig) -> list[tuple[str, list[str], lis
 
 
 def tokenize_conversations(convs: Sequence[tuple[str, list[str], list[Image.Image]]], bundle: TokenizerBundle,
-                           max_seq_len: int) -> tuple[list[list[int]], list[list[int]], list[str]]:
-    """``(ids, labels, buckets)`` of each conversation (``conversation.build_training_example``)."""
+                           max_seq_len: int, canon: dict[int, int] | None = None
+                           ) -> tuple[list[list[int]], list[list[int]], list[str]]:
+    """``(ids, labels, buckets)`` of each conversation (``conversation.build_training_example``).
+
+    Input images keep the encoder's codes (what the pipeline gives at inference); answer images are snapped
+    to ``canon`` (``snap_codes``) when given.
+    """
+    from ..tasks import IMAGE_PLACEHOLDER
     from ..conversation import build_training_example
 
     unique: dict[int, Image.Image] = {}
@@ -348,8 +463,11 @@ def tokenize_conversations(convs: Sequence[tuple[str, list[str], list[Image.Imag
             unique.setdefault(id(im), im)  # a scene's picture serves several tasks: encode it once
     codes = dict(zip(unique, encode_pil(bundle.vqgan, list(unique.values()))))
     ids_all, labels_all, buckets = [], [], []
+    d = bundle.vqgan.downsample
     for task, turns, ims in convs:
-        c = [codes[id(im)] for im in ims]
+        n_in = turns[0].count(IMAGE_PLACEHOLDER)
+        c = [codes[id(im)] if k < n_in or not canon else snap_codes(im, codes[id(im)], canon, d)
+             for k, im in enumerate(ims)]
         ids, labels = build_training_example(bundle.text, turns, c)
         if len(ids) > max_seq_len:
             continue
@@ -361,8 +479,9 @@ def tokenize_conversations(convs: Sequence[tuple[str, list[str], list[Image.Imag
 
 def world_lm_config(cfg: WorldTrainConfig, vocab_size: int) -> ModelConfig:
     """A small Chameleon decoder (Lumina keys in ``extra`` so config.json reads like the release)."""
-    return ModelConfig(vocab_size=vocab_size, dim=cfg.lm_dim, intermediate_size=cfg.lm_dim * 8 // 3 // 32 * 32,
-                       n_layers=cfg.lm_layers, n_heads=cfg.lm_heads, n_kv_heads=cfg.lm_heads, max_seq_len=1024,
+    return ModelConfig(vocab_size=vocab_size, dim=cfg.lm_dim,
+                       intermediate_size=cfg.lm_dim * 8 // 3 // 32 * 32, n_layers=cfg.lm_layers,
+                       n_heads=cfg.lm_heads, n_kv_heads=cfg.lm_heads, max_seq_len=1024,
                        qk_norm_rows=1, extra={"mask_image_logits": False, "z_loss_weight": 1e-5,
                                               "dropout": 0.0, "world_model": True})
 
@@ -374,8 +493,8 @@ def init_lm(cfg: WorldTrainConfig, vocab_size: int) -> LuminaMGPT:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim > 1:
-                std = 0.02 / math.sqrt(2 * cfg.lm_layers) if name.endswith(("o_proj.weight", "down_proj.weight")) \
-                    else 0.02
+                residual = name.endswith(("o_proj.weight", "down_proj.weight"))
+                std = 0.02 / math.sqrt(2 * cfg.lm_layers) if residual else 0.02
                 p.normal_(0.0, std)
     return model
 
@@ -404,6 +523,8 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
     else:
         init = load_vqgan(*find_vqgan_files(vq_dir)) if (vq_dir / "PHASE1").is_file() else None
         vq = train_vqgan(cfg, log=log, folder=vq_dir, init=init)
+        vq = refine_decoder(vq, cfg, log=log, canon=world_canonical_codes(vq, cfg))
+        save_vqgan(vq, vq_dir)
         acc = reconstruction_accuracy(vq, n=cfg.recon_eval)
         (vq_dir / "DONE").write_text(json.dumps({"recon_overall": acc}), encoding="utf-8")
         log(f"vqgan done in {time.perf_counter() - t0:.0f}s; analyser overall on reconstructions: {acc:.3f}")
@@ -415,7 +536,10 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
 
     t1 = time.perf_counter()
     convs = world_conversations(cfg)
-    ids, labels, buckets = tokenize_conversations(convs, bundle, max_seq_len=1024)
+    canon = world_canonical_codes(vq, cfg)
+    (work / "canonical_codes.json").write_text(json.dumps({f"#{k:06x}": v for k, v in canon.items()}),
+                                               encoding="utf-8")
+    ids, labels, buckets = tokenize_conversations(convs, bundle, max_seq_len=1024, canon=canon)
     counts: dict[str, int] = defaultdict(int)
     for b in buckets:
         counts[b] += 1
@@ -427,10 +551,12 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
     dataset = TokenDataset.from_sequences(ids, labels, buckets=None, vocab=vocab)
     model = init_lm(cfg, vocab.vocab_size)
     lm_dir = work / "lm"
-    tcfg = TrainConfig(lr=cfg.lm_lr, betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=min(100, cfg.lm_steps // 10),
+    tcfg = TrainConfig(lr=cfg.lm_lr, betas=(0.9, 0.95), weight_decay=0.05,
+                       warmup_steps=min(100, cfg.lm_steps // 10),
                        max_steps=cfg.lm_steps, min_lr_ratio=0.05, grad_clip=1.0, batch_size=cfg.lm_batch,
                        z_loss_weight=1e-5, dropout=0.0, cfg_drop_prob=cfg.cfg_drop_prob, bf16=False,
-                       gradient_checkpointing=False, seed=cfg.seed, save_every=100, keep_last=1, log_every=10**9,
+                       gradient_checkpointing=False, seed=cfg.seed, save_every=100, keep_last=1,
+                       log_every=10**9,
                        lora=None, max_seq_len=1024, bucket_window=50, output_dir=str(lm_dir))
     deadline = time.perf_counter() + 60 * cfg.max_minutes_lm if cfg.max_minutes_lm > 0 else math.inf
     t2 = time.perf_counter()
