@@ -117,9 +117,10 @@ def scene_examples(scene: Scene, seed: int, index: int, tasks: Sequence[str] = W
             width, height = rng.choice(MULTIVIEW_SIZES)
             names = [f"view{k}" for k in range(views)]
             images.update(zip(names, render_multiview(obj, views, (width, height))))
-            truth["multiview"] = {"object": obj.describe(), "colour": obj.colour, "shape": obj.shape,
-                                  "size": obj.size, "views": views, "width": width, "height": height}
-            out.append(WorldExample(task, t.message(obj.describe(), views=views, width=width, height=height),
+            subject = f"a {obj.colour} {obj.shape}"  # multiview shows every object as a large close-up
+            truth["multiview"] = {"object": subject, "colour": obj.colour, "shape": obj.shape,
+                                  "views": views, "width": width, "height": height}
+            out.append(WorldExample(task, t.message(subject, views=views, width=width, height=height),
                                 IMAGE_PLACEHOLDER * views, names))
         elif task == "caption":
             out.append(WorldExample(task, t.message(), text, ["scene"]))

@@ -20,6 +20,7 @@ from .scene import (
     draw_shape,
     label_map,
     object_radius,
+    place,
 )
 
 #: Semantic segmentation: one colour per shape class; background black.
@@ -168,15 +169,16 @@ def render_multiview(obj: WorldObject, views: int, size: tuple[int, int]) -> lis
 
     The camera orbits the object seen from above (a turntable): squares and triangles rotate in the image
     plane about their centre; a circle carries a dark marker dot that goes round with it.
-    The object's radius follows its size class on this canvas; ``obj``'s position is ignored.
+    Every object is shown as a close-up at the large size on the centre block (a small one has too few
+    pixels to show a turn); ``obj``'s size and position are ignored.
     """
     if views < 1:
         raise ValueError(f"views must be >= 1, got {views}")
     width, height = size
-    radius = object_radius(obj.size, width, height)
-    cx, cy = (width - 1) // 2, (height - 1) // 2
+    radius = object_radius("large")
+    cx, cy = place("centre", radius, width, height)
     if radius * math.sqrt(2) + 1 > min(cx, cy, width - 1 - cx, height - 1 - cy):
-        raise ValueError(f"canvas {width}x{height} is too small for a turning {obj.size} object")
+        raise ValueError(f"canvas {width}x{height} is too small for a turning object; use one of {MULTIVIEW_SIZES}")
     rgb = COLOUR_RGB[obj.colour]
     dark = tuple(round(c * MARKER_SHADE) for c in rgb)
     marker_r = round(0.15 * radius)  # 0 = one pixel; the marker always stays inside the outline

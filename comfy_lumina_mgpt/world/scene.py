@@ -2,7 +2,10 @@
 
 A scene is a list of objects drawn back to front on a light grey canvas without anti-aliasing, so that every
 fact a caption states (colour, shape, size, position, count) can be read back exactly from the pixels by
-``analyser.py``. Sampling rejects scenes whose objects would be ambiguous: two objects of the same colour and
+``analyser.py``. Objects sit on the ``CELL``-px grid of the bundled model's VQGAN (a small object fills one
+cell, a large one a 2 x 2 block, each with a 1-px gap at its top-left) at the block nearest their position's
+anchor: every picture is then made of a small alphabet of patches that a small VQGAN reproduces exactly and a
+small language model can learn to place. Sampling rejects scenes whose objects would be ambiguous: two objects of the same colour and
 shape, two objects in the same position region, an object hidden by more than ``max_occlusion`` of its area,
 or two objects of the same colour touching.
 
@@ -35,11 +38,13 @@ COLOUR_RGB: dict[str, tuple[int, int, int]] = {
 }
 COLOURS: tuple[str, ...] = tuple(COLOUR_RGB)
 BACKGROUND_RGB: tuple[int, int, int] = (240, 240, 240)
-#: Object radius as a fraction of ``min(width, height)``.
-SIZE_FRACTIONS: dict[str, float] = {"small": 0.10, "large": 0.17}
-SIZES: tuple[str, ...] = tuple(SIZE_FRACTIONS)
-#: Position regions: anchor point in normalised (x, y); an object's centre lies within
-#: ``POSITION_JITTER`` (per axis, normalised) of its anchor, so the nearest anchor names the region.
+#: Side of one grid cell in pixels (the world VQGAN's downsampling factor).
+CELL = 8
+#: Object radius in pixels (box side ``2r + 1``): a small object fills one cell, a large one 2 x 2 cells.
+SIZE_RADII: dict[str, int] = {"small": 3, "large": 7}
+SIZES: tuple[str, ...] = tuple(SIZE_RADII)
+#: Position regions: anchor point in normalised (x, y); an object sits on the grid block whose centre is
+#: nearest its anchor, and the nearest anchor to an object's centre names its region.
 POSITION_ANCHORS: dict[str, tuple[float, float]] = {
     "left": (0.2, 0.5),
     "right": (0.8, 0.5),
@@ -48,7 +53,6 @@ POSITION_ANCHORS: dict[str, tuple[float, float]] = {
     "centre": (0.5, 0.5),
 }
 POSITIONS: tuple[str, ...] = tuple(POSITION_ANCHORS)
-POSITION_JITTER = 0.06
 POSITION_PHRASES: dict[str, str] = {
     "left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
     "centre": "in the centre",
@@ -114,11 +118,12 @@ class Scene:
         return cls(int(data["width"]), int(data["height"]), objects)
 
 
-def object_radius(size: str, width: int, height: int) -> int:
-    """Pixel radius of a ``"small"``/``"large"`` object on a ``width x height`` canvas."""
-    if size not in SIZE_FRACTIONS:
+def object_radius(size: str, width: int = 0, height: int = 0) -> int:
+    """Pixel radius of a ``"small"``/``"large"`` object (the same on every canvas; ``width``/``height`` are
+    accepted so callers need not know that)."""
+    if size not in SIZE_RADII:
         raise ValueError(f"Unknown size {size!r}; choose one of {SIZES}")
-    return max(2, round(SIZE_FRACTIONS[size] * min(width, height)))
+    return SIZE_RADII[size]
 
 
 def size_threshold(width: int, height: int) -> float:
@@ -284,13 +289,15 @@ def scene_problem(scene: Scene, max_occlusion: float = MAX_OCCLUSION) -> str | N
         return "objects are not sorted by depth 0..n-1"
     masks = []
     for o in objs:
-        if o.shape not in SHAPES or o.colour not in COLOUR_RGB or o.size not in SIZE_FRACTIONS:
+        if o.shape not in SHAPES or o.colour not in COLOUR_RGB or o.size not in SIZE_RADII:
             return f"unknown attribute in {o}"
         if o.radius != object_radius(o.size, w, h):
             return f"{o.name} has radius {o.radius}, size {o.size} needs {object_radius(o.size, w, h)}"
         x0, y0, x1, y1 = o.bbox
-        if x0 < 1 or y0 < 1 or x1 > w - 2 or y1 > h - 2:
-            return f"{o.name} touches the canvas edge"
+        if x0 < 1 or y0 < 1 or x1 > w - 1 or y1 > h - 1:
+            return f"{o.name} leaves the canvas"
+        if (x0 - 1) % CELL or (y0 - 1) % CELL:
+            return f"{o.name} is off the {CELL}-px grid (its box must start 1 px into a cell)"
         if nearest_position(o.cx, o.cy, w, h) != o.position:
             return f"{o.name} centre is not in region {o.position}"
         masks.append(shape_mask(o.shape, o.cx, o.cy, o.radius, w, h))
@@ -307,13 +314,25 @@ def scene_problem(scene: Scene, max_occlusion: float = MAX_OCCLUSION) -> str | N
     return None
 
 
-def _place(rng: random.Random, position: str, radius: int, width: int, height: int) -> tuple[int, int]:
+def grid_centre(anchor: float, radius: int, extent: int) -> int:
+    """Centre (px, one axis) of the grid-aligned object of ``radius`` nearest the normalised ``anchor``.
+
+    Boxes start 1 px into a cell (``CELL * k + 1``) and must end inside ``extent``; ties go to the lower k.
+    """
+    side = 2 * radius + 1
+    starts = range(1, extent - side + 1, CELL)
+    if not starts:
+        raise ValueError(f"a {side}-px object does not fit on a {extent}-px side")
+    best = min(starts, key=lambda x0: (abs(x0 + radius + 0.5 - anchor * extent), x0))
+    return best + radius
+
+
+def place(position: str, radius: int, width: int, height: int) -> tuple[int, int]:
+    """Pixel centre ``(cx, cy)`` of an object of ``radius`` at ``position`` on a ``width x height`` canvas."""
+    if position not in POSITION_ANCHORS:
+        raise ValueError(f"Unknown position {position!r}; choose one of {POSITIONS}")
     ax, ay = POSITION_ANCHORS[position]
-    x = (ax + rng.uniform(-POSITION_JITTER, POSITION_JITTER)) * width - 0.5
-    y = (ay + rng.uniform(-POSITION_JITTER, POSITION_JITTER)) * height - 0.5
-    cx = min(max(round(x), radius + 1), width - 2 - radius)
-    cy = min(max(round(y), radius + 1), height - 2 - radius)
-    return cx, cy
+    return grid_centre(ax, radius, width), grid_centre(ay, radius, height)
 
 
 def _as_rng(rng: random.Random | int) -> random.Random:
@@ -340,8 +359,8 @@ def sample_scene(rng: random.Random | int, size: tuple[int, int] | None = None, 
         placed = zip(rng.sample(POSITIONS, n), rng.sample(kinds, n))
         for depth, (position, (colour, shape)) in enumerate(placed):
             size_name = rng.choice(SIZES)
-            radius = object_radius(size_name, width, height)
-            cx, cy = _place(rng, position, radius, width, height)
+            radius = object_radius(size_name)
+            cx, cy = place(position, radius, width, height)
             objs.append(WorldObject(shape, colour, size_name, position, cx, cy, radius, depth))
         scene = Scene(width, height, tuple(objs))
         if scene_problem(scene, max_occlusion) is None:
@@ -396,11 +415,10 @@ def _try_edit(scene: Scene, target: WorldObject, op: str, rng: random.Random) ->
         free = [p for p in POSITIONS if p not in {o.position for o in scene.objects}]
         rng.shuffle(free)
         for position in free:
-            for _ in range(20):
-                cx, cy = _place(rng, position, target.radius, scene.width, scene.height)
-                edited = _with(scene, target, replace(target, position=position, cx=cx, cy=cy))
-                if scene_problem(edited) is None:
-                    return f"Move the {target.name} to the {position}.", edited
+            cx, cy = place(position, target.radius, scene.width, scene.height)
+            edited = _with(scene, target, replace(target, position=position, cx=cx, cy=cy))
+            if scene_problem(edited) is None:
+                return f"Move the {target.name} to the {position}.", edited
         return None
     raise ValueError(f"Unknown edit {op!r}; choose recolour, remove or move")
 

@@ -7,11 +7,12 @@ Three stages, each resumable from ``--work`` (a finished stage is reused, so a s
 1. **VQGAN** (the Chameleon classes, small config: 8x downsampling, ``ch`` 32, a low-dimensional codebook)
    trained on 32-px crops of world renders of every task target (pictures, segmentation / depth / normal /
    pose maps, detection boxes, multiview frames) with L1 + MSE reconstruction and the codebook loss; codes
-   unused for a while are restarted on encoder outputs, so the whole codebook is used. Phase 2 refines at a
-   lower rate; phase 3 tunes only the decoder, to draw *snapped* codes too: the encoder gives a flat patch
-   (e.g. background) one of many codes depending on its surroundings, which a language model cannot predict,
-   so answer images are written with one canonical code per flat colour (``canonical_codes``,
-   ``snap_codes``) and the decoder learns to draw them. Input images keep the encoder's codes.
+   unused for a while are restarted on encoder outputs, so the whole codebook is used. Crops start on the
+   8-px grid the world draws on. Phase 2 refines at a lower rate; phase 3 tunes only the decoder, to draw
+   *snapped* codes too: the encoder gives one patch different codes depending on its surroundings, which a
+   language model cannot predict, so answer images are written with one canonical code per patch
+   (``canonical_codes``, ``snap_codes``) and the decoder learns to draw them. Input images keep the
+   encoder's codes.
 2. **Tokenizer**: ``vocab_builder.build_chameleon_tokenizer`` with one ``IMGIMG…`` token per VQGAN code, the
    official special-token names (size-token unit = 2 x 8 px = 16 px, so 80 px = 5 size steps), and a small
    byte-level BPE trained on every world prompt, caption and answer.
@@ -27,6 +28,7 @@ single-threaded for it; thread count changes float summation order).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -94,21 +96,21 @@ class WorldTrainConfig:
     vq_codes: int = 512
     vq_embed_dim: int = 8
     vq_ch: int = 32
-    vq_steps: int = 1800
+    vq_steps: int = 1200
     vq_batch: int = 8
     vq_crop: int = 32
-    vq_refine_steps: int = 1200
-    vq_decoder_steps: int = 3000
+    vq_refine_steps: int = 800
+    vq_decoder_steps: int = 2000
     vq_lr: float = 1.5e-3
     vq_pool: int = 2400
     lm_dim: int = 192
     lm_layers: int = 4
     lm_heads: int = 6
-    lm_steps: int = 1400
+    lm_steps: int = 4000
     lm_batch: int = 16
     lm_lr: float = 2e-3
-    t2i_scenes: int = 7000
-    omni_scenes: int = 1000
+    t2i_scenes: int = 16000
+    omni_scenes: int = 3000
     text_vocab: int = 500
     cfg_drop_prob: float = 0.1
     recon_eval: int = 64
@@ -220,9 +222,10 @@ def _vq_phase(vq: VQGAN, tensors: dict[tuple[int, int], Tensor], cfg: WorldTrain
         idx = torch.randint(0, len(data), (cfg.vq_batch,), generator=gen)
         x = data[idx]
         if cfg.vq_crop:
-            c = cfg.vq_crop
-            oy = torch.randint(0, x.shape[2] - c + 1, (len(x),), generator=gen).tolist()
-            ox = torch.randint(0, x.shape[3] - c + 1, (len(x),), generator=gen).tolist()
+            # crops start on the grid, so the encoder only ever sees patches in the phase the world draws
+            c, d = cfg.vq_crop, vq.downsample
+            oy = (d * torch.randint(0, (x.shape[2] - c) // d + 1, (len(x),), generator=gen)).tolist()
+            ox = (d * torch.randint(0, (x.shape[3] - c) // d + 1, (len(x),), generator=gen)).tolist()
             x = torch.stack([im[:, a:a + c, b:b + c] for im, a, b in zip(x, oy, ox)])
         lr = peak_lr * min(1.0, (step + 1) / warm) * (0.55 + 0.45 * math.cos(math.pi * step / steps))
         for g in opt.param_groups:
@@ -253,46 +256,49 @@ def _vq_phase(vq: VQGAN, tensors: dict[tuple[int, int], Tensor], cfg: WorldTrain
             break
 
 
-def _pure_patches(image: Image.Image, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(pure [h, w] bool, rgb [h, w] int)``: which ``d x d`` patches are one flat colour, and that colour
-    packed as ``r << 16 | g << 8 | b``."""
-    arr = np.asarray(image.convert("RGB"), dtype=np.int64)
+def patch_keys(image: Image.Image, d: int) -> np.ndarray:
+    """``[h, w]`` object array: the raw bytes of each ``d x d`` RGB patch (equal bytes = equal patch)."""
+    arr = np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
     h, w = arr.shape[0] // d, arr.shape[1] // d
-    packed = (arr[..., 0] << 16) | (arr[..., 1] << 8) | arr[..., 2]
-    blocks = packed[: h * d, : w * d].reshape(h, d, w, d).transpose(0, 2, 1, 3).reshape(h, w, d * d)
-    return (blocks == blocks[..., :1]).all(-1), blocks[..., 0]
-
-
-def canonical_codes(images: Sequence[Image.Image], codes: Sequence[Tensor], d: int, min_count: int = 20
-                    ) -> dict[int, int]:
-    """For every flat colour (packed RGB) seen in at least ``min_count`` flat ``d x d`` patches: the code the
-    encoder gives such patches most often.
-
-    The encoder maps a flat patch to different codes depending on where it is and what surrounds it; the
-    language model cannot predict that variation, so answer images are written with one code per flat colour
-    (``snap_codes``) and the decoder is tuned to draw them (``refine_decoder``).
-    """
-    counts: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    for im, c in zip(images, codes):
-        pure, rgb = _pure_patches(im, d)
-        for colour, code in zip(rgb[pure].tolist(), c.numpy()[pure].tolist()):
-            counts[colour][code] += 1
-    return {colour: max(cs, key=lambda k: (cs[k], -k)) for colour, cs in sorted(counts.items())
-            if sum(cs.values()) >= min_count}
-
-
-def snap_codes(image: Image.Image, codes: Tensor, canon: dict[int, int], d: int) -> Tensor:
-    """``codes [h, w]`` with every flat patch of a colour in ``canon`` set to that colour's canonical code."""
-    pure, rgb = _pure_patches(image, d)
-    out = codes.clone()
-    for (i, j) in np.argwhere(pure).tolist():
-        code = canon.get(int(rgb[i, j]))
-        if code is not None:
-            out[i, j] = code
+    blocks = arr[: h * d, : w * d].reshape(h, d, w, d, 3).transpose(0, 2, 1, 3, 4)
+    out = np.empty((h, w), dtype=object)
+    for i in range(h):
+        for j in range(w):
+            out[i, j] = blocks[i, j].tobytes()
     return out
 
 
-def world_canonical_codes(vq: VQGAN, cfg: WorldTrainConfig) -> dict[int, int]:
+def canonical_codes(images: Sequence[Image.Image], codes: Sequence[Tensor], d: int, min_count: int = 3
+                    ) -> dict[bytes, int]:
+    """For every ``d x d`` patch (its pixels) seen at least ``min_count`` times: the code the encoder gives
+    it most often.
+
+    The encoder's receptive field spans neighbouring patches, so one patch gets different codes in different
+    surroundings; a language model cannot predict that variation, so answer images are written with one code
+    per patch (``snap_codes``) and the decoder is tuned to draw them (``refine_decoder``). On the world's grid
+    the patches form a small alphabet, so nearly every answer patch has a canonical code.
+    """
+    counts: dict[bytes, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for im, c in zip(images, codes):
+        for key, code in zip(patch_keys(im, d).ravel().tolist(), c.numpy().ravel().tolist()):
+            counts[key][code] += 1
+    return {key: max(cs, key=lambda k: (cs[k], -k)) for key, cs in sorted(counts.items())
+            if sum(cs.values()) >= min_count}
+
+
+def snap_codes(image: Image.Image, codes: Tensor, canon: dict[bytes, int], d: int) -> Tensor:
+    """``codes [h, w]`` with every patch found in ``canon`` set to its canonical code."""
+    keys = patch_keys(image, d)
+    out = codes.clone()
+    for i in range(keys.shape[0]):
+        for j in range(keys.shape[1]):
+            code = canon.get(keys[i, j])
+            if code is not None:
+                out[i, j] = code
+    return out
+
+
+def world_canonical_codes(vq: VQGAN, cfg: WorldTrainConfig) -> dict[bytes, int]:
     """``canonical_codes`` over the VQGAN training pool (deterministic in ``cfg.seed``)."""
     pool = vq_training_images(cfg.vq_pool, cfg.seed)
     images = [im for ims in pool.values() for im in ims]
@@ -300,7 +306,7 @@ def world_canonical_codes(vq: VQGAN, cfg: WorldTrainConfig) -> dict[int, int]:
 
 
 def refine_decoder(vq: VQGAN, cfg: WorldTrainConfig, *, log: LogFn = logger.info,
-                   canon: dict[int, int] | None = None) -> VQGAN:
+                   canon: dict[bytes, int] | None = None) -> VQGAN:
     """Phase 3: train only ``post_quant_conv`` and the decoder for ``vq_decoder_steps`` steps.
 
     The encoder and codebook stay frozen, so every image keeps its codes (the language model's data does not
@@ -447,7 +453,7 @@ def world_conversations(cfg: WorldTrainConfig) -> list[tuple[str, list[str], lis
 
 
 def tokenize_conversations(convs: Sequence[tuple[str, list[str], list[Image.Image]]], bundle: TokenizerBundle,
-                           max_seq_len: int, canon: dict[int, int] | None = None
+                           max_seq_len: int, canon: dict[bytes, int] | None = None
                            ) -> tuple[list[list[int]], list[list[int]], list[str]]:
     """``(ids, labels, buckets)`` of each conversation (``conversation.build_training_example``).
 
@@ -537,8 +543,8 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
     t1 = time.perf_counter()
     convs = world_conversations(cfg)
     canon = world_canonical_codes(vq, cfg)
-    (work / "canonical_codes.json").write_text(json.dumps({f"#{k:06x}": v for k, v in canon.items()}),
-                                               encoding="utf-8")
+    (work / "canonical_codes.json").write_text(  # patch pixels named by their SHA-1, for inspection
+        json.dumps({hashlib.sha1(k).hexdigest(): v for k, v in canon.items()}, indent=0), encoding="utf-8")
     ids, labels, buckets = tokenize_conversations(convs, bundle, max_seq_len=1024, canon=canon)
     counts: dict[str, int] = defaultdict(int)
     for b in buckets:

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER
+from comfy_lumina_mgpt.world.scene import CELL, Scene, nearest_position, place
 from comfy_lumina_mgpt.world import (
     COLOURS,
     SHAPES,
@@ -128,8 +129,24 @@ def test_scenes_are_seeded_and_unambiguous():
         assert len({o.name for o in s.objects}) == len(s.objects)
     one = sample_scene(3, size=(64, 48), n_objects=2)
     assert caption(one).count(" and ") == 1 and one.size == (64, 48)
-    assert any(int((label_map(s) >= 0).sum()) < sum(_full_area(o, s) for o in s.objects) for s in SCENES), \
+    more = [sample_scene(random.Random(i)) for i in range(400)]  # occlusion is rare on the grid (~2 %)
+    assert any(int((label_map(s) >= 0).sum()) < sum(_full_area(o, s) for o in s.objects) for s in more), \
         "the sample should contain at least one scene with occlusion"
+
+
+def test_objects_sit_on_the_grid_nearest_their_anchor():
+    for s in SCENES:
+        for o in s.objects:
+            x0, y0, x1, y1 = o.bbox
+            assert (x0 - 1) % CELL == 0 and (y0 - 1) % CELL == 0
+            assert x1 - x0 + 1 == (CELL - 1 if o.size == "small" else 2 * CELL - 1)
+            assert nearest_position(o.cx, o.cy, s.width, s.height) == o.position
+    # a small object in the centre of a 48-px canvas: cells are 0..5, the anchor (24 px) lies between
+    # cells 2 and 3; the tie goes to the one whose centre is nearer (cell 2, centre 20.5 px)
+    assert place("centre", 3, 48, 48) == (20, 20)
+    assert place("right", 7, 64, 32) == (48, 16)
+    bad = Scene(48, 48, (WorldObject("square", "red", "small", "centre", 21, 20, 3, 0),))
+    assert "grid" in scene_problem(bad)
 
 
 def _full_area(o: WorldObject, s) -> int:
