@@ -13,7 +13,8 @@ Suites and their ``overall``:
   except aspect ratio right (``score_text_to_image``).
 * ``segmentation``: mean IoU over shape classes; ``overall`` = mean IoU.
 * ``detection``: IoU of the drawn box with the true one; ``overall`` = mean IoU (``acc@0.5`` too).
-* ``depth``: mean absolute grey-level error in [0, 1]; ``overall`` = 1 - error.
+* ``depth``: share of surface pixels at the right layer (``depth_accuracy``; a surface in the truth or the
+  prediction counts) and the mean absolute grey-level error in [0, 1]; ``overall`` = that share.
 * ``normals``: mean angular error in degrees; ``overall`` = 1 - error / 90 (floored at 0).
 * ``editing``: F1 of the edited scene's objects; ``overall`` = accuracy (share of edits exactly right).
 * ``condition_to_image``: ``overall`` = share of pictures matching the caption's scene exactly.
@@ -125,8 +126,8 @@ def _sampler(settings: EvalSettings, images: int) -> SamplerConfig:
                          force_images=images)
 
 
-def eval_text_to_image(model, bundle: TokenizerBundle, n: int, seed: int, settings: EvalSettings
-                       ) -> dict[str, float]:
+def eval_text_to_image(model, bundle: TokenizerBundle, n: int, seed: int, settings: EvalSettings,
+                       examples: list[dict] | None = None) -> dict[str, float]:
     """GenEval-style scores of ``n`` prompts (1..4 objects in turn) at their requested sizes."""
     w = _world()
     scenes = [w.sample_scene(random.Random(f"lumina-world-eval:{seed}:t2i:{i}"), n_objects=1 + i % 4)
@@ -135,8 +136,13 @@ def eval_text_to_image(model, bundle: TokenizerBundle, n: int, seed: int, settin
         w.caption(s), width=s.width, height=s.height)]) for s in scenes]
     tokens = _run_prompts(model, bundle, prompts, _sampler(settings, 1), [None] * n, seed, settings.batch)
     scores = []
-    for scene, toks in zip(scenes, tokens):
+    for i, (scene, toks) in enumerate(zip(scenes, tokens)):
         imgs = _images_of(bundle, toks)
+        if examples is not None and i < 4:  # the first prompt of each object count, as generated
+            examples.append({"suite": "text_to_image", "prompt": w.caption(scene),
+                             "size": f"{scene.width}x{scene.height}",
+                             "images": {"generated": imgs[0] if imgs else None,
+                                        "world": np.asarray(w.render_image(scene))}})
         if not imgs:
             s = {k: 0.0 for k in ("aspect_ratio", "counting", "colour_attribution", "position", "size",
                                   "overall")}
@@ -163,8 +169,8 @@ def _omni_items(task: str, n: int, seed: int):
     return items
 
 
-def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, settings: EvalSettings
-              ) -> dict[str, float]:
+def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, settings: EvalSettings,
+              examples: list[dict] | None = None) -> dict[str, float]:
     """Scores of one Omni task on ``n`` eval scenes (see the module docstring for the metrics)."""
     w = _world()
     items = _omni_items(task, n, seed)
@@ -187,11 +193,13 @@ def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, sett
     def add(key: str, v: float) -> None:
         vals.setdefault(key, []).append(float(v))
 
-    for (scene, ex, imgs, truth), toks in zip(items, tokens):
+    for k, ((scene, ex, imgs, truth), toks) in enumerate(zip(items, tokens)):
         n_in = ex.human.count(IMAGE_PLACEHOLDER)
         targets = [imgs[name] for name in ex.images[n_in:]]
         preds = _images_of(bundle, toks)
         pred = preds[0] if preds else None
+        if examples is not None and k == 0:
+            examples.append(_omni_example(task, ex, imgs, n_in, preds, toks, bundle))
         if task == "segmentation":
             add("iou", 0.0 if pred is None else w.segmentation_iou(pred, targets[0]))
         elif task == "detection":
@@ -200,6 +208,7 @@ def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, sett
             add("acc@0.5", iou >= 0.5)
         elif task == "depth":
             add("error", 1.0 if pred is None else w.depth_error(pred, targets[0]))
+            add("layer_accuracy", 0.0 if pred is None else w.depth_accuracy(pred, targets[0]))
         elif task == "normals":
             add("error_deg", 90.0 if pred is None else w.normals_error(pred, targets[0]))
         elif task == "editing":
@@ -224,7 +233,7 @@ def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, sett
     if task in ("segmentation", "detection"):
         out["overall"] = out["iou"]
     elif task == "depth":
-        out["overall"] = 1.0 - out["error"]
+        out["overall"] = out["layer_accuracy"]
     elif task == "normals":
         out["overall"] = max(0.0, 1.0 - out["error_deg"] / 90.0)
     elif task == "multiview":
@@ -235,8 +244,66 @@ def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, sett
     return out
 
 
+def _omni_example(task: str, ex, imgs: dict, n_in: int, preds: list[np.ndarray], toks: Sequence[int],
+                  bundle: TokenizerBundle) -> dict:
+    """What one Omni prompt showed: its message, input images, generated images / text and the truth."""
+    shown: dict[str, np.ndarray | None] = {}
+    for j, name in enumerate(ex.images[:n_in]):
+        shown[f"input {j + 1}" if n_in > 1 else "input"] = np.asarray(imgs[name])
+    targets = ex.images[n_in:]
+    for j, name in enumerate(targets):
+        label = f"view {j + 1}" if len(targets) > 1 else "generated"
+        shown[label] = preds[j] if j < len(preds) else None
+    if len(targets) == 1:
+        shown["world"] = np.asarray(imgs[targets[0]])
+    record = {"suite": task, "prompt": ex.human.replace(IMAGE_PLACEHOLDER, "").strip(), "images": shown}
+    if not targets:
+        record["answer"] = conversation.split_response(toks, bundle.text)[0].strip()
+        record["expected"] = ex.gpt
+    return record
+
+
+def save_examples(examples: Sequence[dict], folder: str | Path, scale: int = 4) -> list[Path]:
+    """Write one PNG strip per suite (its images side by side, nearest-neighbour upscaled by ``scale``,
+    a missing image as a black square) and ``examples.json`` (prompts, answers, file names). Returns the
+    files written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written, index = [], []
+    by_suite: dict[str, list[dict]] = {}
+    for ex in examples:
+        by_suite.setdefault(ex["suite"], []).append(ex)
+    for suite, exs in by_suite.items():
+        tiles, labels = [], []
+        for ex in exs:
+            for label, arr in ex["images"].items():
+                tiles.append(arr)
+                labels.append(label)
+        side = max((max(a.shape[:2]) for a in tiles if a is not None), default=16)
+        height = max((a.shape[0] for a in tiles if a is not None), default=side)
+        gap = 2
+        widths = [a.shape[1] if a is not None else side for a in tiles]
+        strip = np.full((height, sum(widths) + gap * (len(tiles) - 1), 3), 255, dtype=np.uint8)
+        x = 0
+        for a, wd in zip(tiles, widths):
+            if a is None:
+                strip[:side, x:x + wd] = 0
+            else:
+                strip[: a.shape[0], x:x + a.shape[1]] = a
+            x += wd + gap
+        path = folder / f"{suite}.png"
+        Image.fromarray(strip).resize((strip.shape[1] * scale, strip.shape[0] * scale), Image.NEAREST).save(path)
+        written.append(path)
+        index.append({"suite": suite, "file": path.name, "tiles": labels,
+                      "prompts": [{k: v for k, v in ex.items() if k != "images"} for ex in exs]})
+    meta = folder / "examples.json"
+    meta.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return [*written, meta]
+
+
 def evaluate_world(model_dir: str | Path, *, n: int = 100, n_omni: int = 40, seed: int = 0,
-                   suites: Sequence[str] = SUITES, settings: EvalSettings = EvalSettings()) -> dict:
+                   suites: Sequence[str] = SUITES, settings: EvalSettings = EvalSettings(),
+                   examples_dir: str | Path | None = None) -> dict:
     """Run the world benchmark on a model folder.
 
     Returns ``{suite: {metric: value, ..., "overall": x}, "meta": {...}}``.
@@ -255,13 +322,16 @@ def evaluate_world(model_dir: str | Path, *, n: int = 100, n_omni: int = 40, see
     bundle = load_tokenizer_bundle(model_dir)
     bundle.check_model_vocab(model.config.vocab_size)
     results: dict = {}
+    examples: list[dict] | None = [] if examples_dir is not None else None
     for suite in suites:
         t = time.perf_counter()
         if suite == "text_to_image":
-            results[suite] = eval_text_to_image(model, bundle, n, seed, settings)
+            results[suite] = eval_text_to_image(model, bundle, n, seed, settings, examples)
         else:
-            results[suite] = eval_omni(model, bundle, suite, n_omni, seed, settings)
+            results[suite] = eval_omni(model, bundle, suite, n_omni, seed, settings, examples)
         results[suite]["seconds"] = round(time.perf_counter() - t, 2)
+    if examples is not None:
+        save_examples(examples, examples_dir)
     results["meta"] = {"model": str(model_dir), "seed": seed, "n": n, "n_omni": n_omni,
                        "settings": settings.__dict__, "seconds": round(time.perf_counter() - start, 2)}
     return results
@@ -296,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-top-k", type=int, default=EvalSettings.image_top_k)
     p.add_argument("--cfg", type=float, default=EvalSettings.cfg_scale, help="guidance scale (1 = off)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--examples", default=None, metavar="DIR",
+                   help="also write one PNG strip per task (the first prompt's inputs, output and the world's "
+                        "own answer) and examples.json to DIR")
     return p
 
 
@@ -308,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     suites = [s.strip() for s in args.tasks.split(",") if s.strip()]
     try:
         results = evaluate_world(args.model, n=args.n, n_omni=args.n_omni, seed=args.seed, suites=suites,
-                                 settings=EvalSettings(image_top_k=args.image_top_k, cfg_scale=args.cfg))
+                                 settings=EvalSettings(image_top_k=args.image_top_k, cfg_scale=args.cfg),
+                                 examples_dir=args.examples)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

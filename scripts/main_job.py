@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comfyui_harness as harness  # noqa: E402
 
 REPO = harness.REPO_ROOT
+sys.path.insert(1, str(REPO))  # the engine package, for the analyser that checks the picture
 DEFAULT_WORKFLOW = REPO / "workflows" / "api" / "text_to_image.json"
 MODEL_FOLDER = "lumina_mgpt"  # models/<this>/<model name>, registered by the pack
 DEMO_NAME = "lumina-mgpt-demo"
@@ -84,6 +85,41 @@ def ensure_model(models_dir: Path, workflow: dict) -> list[str]:
     return sets
 
 
+def prompt_of(workflow: dict) -> tuple[str, int, int] | None:
+    """``(prompt, width, height)`` of the workflow's Resolution-Aware Prompt node, if it has one."""
+    node = next((n for n in workflow.values() if n.get("class_type") == "LuminaMGPTPrompt"), None)
+    if node is None:
+        return None
+    inputs = node["inputs"]
+    size = inputs.get("custom_size", "") if inputs.get("resolution") == "custom" else inputs.get("resolution", "")
+    try:
+        width, height = (int(v) for v in str(size).lower().split("x"))
+    except ValueError:
+        return None
+    return str(inputs.get("prompt", "")), width, height
+
+
+def judge(png: Path, workflow: dict) -> str:
+    """One line: what the world's pixel analyser reads in ``png`` against the workflow's prompt."""
+    from PIL import Image
+
+    from comfy_lumina_mgpt.world import parse_caption, score_text_to_image
+
+    asked = prompt_of(workflow)
+    if asked is None:
+        return f"{png.name}: no text-to-image prompt in the workflow to check against"
+    text, width, height = asked
+    try:
+        scene = parse_caption(text, width, height)
+    except ValueError as err:
+        return f"{png.name}: not checked ({err})"
+    with Image.open(png) as im:
+        scores = score_text_to_image(im.convert("RGB"), scene)
+    verdict = "MATCHES its prompt" if scores["overall"] == 1.0 else "does NOT match its prompt"
+    detail = ", ".join(f"{k} {v:g}" for k, v in scores.items() if k != "overall")
+    return f"{png.name}: the world analyser says the picture {verdict} ({detail})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: the workflow saved no PNG (client printed: {proc.stdout.strip()!r})")
         return 1
     say(f"done in {time.monotonic() - t0:.1f} s; server stopped")
+    for p in pngs:
+        say(judge(p, workflow))
     for p in pngs:
         print(p.resolve())  # noqa: T201
     return 0

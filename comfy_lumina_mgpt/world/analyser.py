@@ -270,6 +270,18 @@ def depth_error(pred: ImageLike, target: ImageLike) -> float:
     return float(np.abs(p.mean(-1) - t.mean(-1)).mean() / 255.0)
 
 
+def depth_accuracy(pred: ImageLike, target: ImageLike, tolerance: float = 15.0) -> float:
+    """Share of surface pixels (a surface in the target or in the prediction) whose grey level is within
+    ``tolerance`` of the target's: the world's depth layers are >= 30 levels apart, so this is the share of
+    pixels put at the right layer. 1.0 when neither map shows any surface."""
+    p, t = _pair(pred, target)
+    pg, tg = p.mean(-1), t.mean(-1)
+    surface = (tg > tolerance) | (pg > tolerance)
+    if not surface.any():
+        return 1.0
+    return float((np.abs(pg - tg) <= tolerance)[surface].mean())
+
+
 def normals_error(pred: ImageLike, target: ImageLike) -> float:
     """Mean angular error in degrees over the target's surface pixels (non-black), RGB = (n + 1) / 2."""
     p, t = _pair(pred, target)

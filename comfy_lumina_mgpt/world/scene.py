@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
@@ -450,3 +451,34 @@ def vqa_pairs(scene: Scene) -> dict[str, list[tuple[str, str]]]:
         out["position"].append((f"Where is the {o.name}?", o.position))
         out["size"].append((f"Is the {o.name} large or small?", o.size))
     return {k: v for k, v in out.items() if v}
+
+
+_OBJECT_PHRASE = re.compile(
+    r"\ba (?P<size>{sizes}) (?P<colour>{colours}) (?P<shape>{shapes}) (?P<where>{places})".format(
+        sizes="|".join(SIZES), colours="|".join(COLOURS), shapes="|".join(SHAPES),
+        places="|".join(re.escape(p) for p in POSITION_PHRASES.values())))
+
+
+def parse_caption(text: str, width: int, height: int) -> Scene:
+    """The scene a world caption (``caption``'s wording, any case) describes on a ``width x height`` canvas.
+
+    Objects are placed where the world puts them, in the order named (back to front). Used to score a
+    picture generated from a free prompt against what it asked for.
+
+    Raises:
+        ValueError: the text names no world object, or names objects the world cannot show together
+            (say which and why).
+    """
+    where = {phrase: pos for pos, phrase in POSITION_PHRASES.items()}
+    objs = []
+    for depth, m in enumerate(_OBJECT_PHRASE.finditer(text.lower())):
+        radius = object_radius(m["size"])
+        cx, cy = place(where[m["where"]], radius, width, height)
+        objs.append(WorldObject(m["shape"], m["colour"], m["size"], where[m["where"]], cx, cy, radius, depth))
+    if not objs:
+        raise ValueError(f"{text!r} names no world object; write e.g. 'a large red circle on the left'")
+    scene = Scene(width, height, tuple(objs))
+    problem = scene_problem(scene)
+    if problem is not None:
+        raise ValueError(f"{text!r} on {width}x{height} is not a valid world scene: {problem}")
+    return scene

@@ -188,6 +188,13 @@ def test_dense_metrics():
     assert segmentation_iou(shifted, seg) < 0.8
     assert depth_error(render_depth(s), render_depth(s)) == 0.0
     assert depth_error(Image.new("RGB", s.size), render_depth(s)) > 0.0
+    from comfy_lumina_mgpt.world import depth_accuracy
+
+    assert depth_accuracy(render_depth(s), render_depth(s)) == 1.0
+    assert depth_accuracy(Image.new("RGB", s.size), render_depth(s)) == 0.0  # a blank map scores nothing
+    swapped = np.asarray(render_depth(s)).copy()
+    swapped[swapped == 255] = 195  # the front object pushed one layer back
+    assert 0.0 < depth_accuracy(swapped, render_depth(s)) < 1.0
     assert normals_error(render_normals(s), render_normals(s)) < 1e-3
     assert normals_error(Image.new("RGB", s.size, (128, 128, 255)), render_normals(s)) > 5.0
 
@@ -246,3 +253,14 @@ def test_records_round_trip_through_json(tmp_path):
     ds = write_world_dataset(tmp_path, 1, seed=0, tasks=["text_to_image"])
     line = Path(ds).read_text(encoding="utf-8").splitlines()[0]
     assert list(json.loads(line)) == ["conversations", "image", "task", "scene_id"]
+
+
+def test_captions_parse_back_into_their_scenes():
+    from comfy_lumina_mgpt.world import parse_caption
+
+    for s in SCENES:
+        assert parse_caption(caption(s), s.width, s.height) == s
+    with pytest.raises(ValueError, match="names no world object"):
+        parse_caption("a photo of a cat", 48, 48)
+    with pytest.raises(ValueError, match="share a position"):
+        parse_caption("a large red circle on the left and a small blue square on the left", 48, 48)

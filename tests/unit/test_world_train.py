@@ -63,6 +63,24 @@ def test_eval_json_has_every_suite_with_overall(trained_folder, capsys):
     assert set(out) == {"text_to_image", "vqa", "meta"}
 
 
+def test_eval_writes_one_example_strip_per_suite(trained_folder, tmp_path):
+    from PIL import Image
+
+    folder, _ = trained_folder
+    out = tmp_path / "examples"
+    evaluate_world(folder, n=2, n_omni=1, seed=3, suites=["text_to_image", "depth", "vqa", "multiview"],
+                   examples_dir=out)
+    index = json.loads((out / "examples.json").read_text(encoding="utf-8"))
+    assert [e["suite"] for e in index] == ["text_to_image", "depth", "vqa", "multiview"]
+    t2i = index[0]
+    assert t2i["tiles"] == ["generated", "world"] * 2 and len(t2i["prompts"]) == 2
+    assert index[1]["tiles"] == ["input", "generated", "world"]
+    assert "answer" in index[2]["prompts"][0] and "expected" in index[2]["prompts"][0]
+    assert index[3]["tiles"][0] == "view 1"
+    with Image.open(out / "depth.png") as im:  # three tiles of a world canvas, 4x upscaled, 2-px gaps
+        assert im.height % 4 == 0 and im.width > 3 * im.height // 2
+
+
 def test_eval_rejects_unknown_suite(trained_folder):
     folder, _ = trained_folder
     with pytest.raises(ValueError, match="unknown suite"):
