@@ -5,14 +5,11 @@
 Three stages, each resumable from ``--work`` (a finished stage is reused, so a second run continues):
 
 1. **VQGAN** (the Chameleon classes, small config: 8x downsampling, ``ch`` 32, a low-dimensional codebook)
-   trained on 32-px crops of world renders of every task target (pictures, segmentation / depth / normal /
-   pose maps, detection boxes, multiview frames) with L1 + MSE reconstruction and the codebook loss; codes
-   unused for a while are restarted on encoder outputs, so the whole codebook is used. Crops start on the
-   8-px grid the world draws on. Phase 2 refines at a lower rate; phase 3 tunes only the decoder, to draw
-   *snapped* codes too: the encoder gives one patch different codes depending on its surroundings, which a
-   language model cannot predict, so answer images are written with one canonical code per patch
-   (``canonical_codes``, ``snap_codes``) and the decoder learns to draw them. Input images keep the
-   encoder's codes.
+   trained on world renders of every task target (pictures, segmentation / depth / normal / pose maps,
+   detection boxes, multiview frames) with L1 + MSE reconstruction and a *supervised codebook*: the world is drawn on the 8-px grid, so its images are made of a few hundred
+   distinct patches, each given its own code (``patch_alphabet``); the encoder learns to hit that code,
+   the decoder to draw it. The language model writes answer images in those codes (``snap_codes``); input
+   images keep whatever the encoder gives, as at inference.
 2. **Tokenizer**: ``vocab_builder.build_chameleon_tokenizer`` with one ``IMGIMG…`` token per VQGAN code, the
    official special-token names (size-token unit = 2 x 8 px = 16 px, so 80 px = 5 size steps), and a small
    byte-level BPE trained on every world prompt, caption and answer.
@@ -79,10 +76,8 @@ class WorldTrainConfig:
     """Every setting of ``world train`` (the defaults make the bundled model, ~45 min on 2 CPU cores).
 
     VQGAN: ``vq_codes`` codebook entries of ``vq_embed_dim`` dims, ``vq_ch`` base channels, ``vq_steps``
-    Adam steps of ``vq_batch`` random ``vq_crop``-px crops (0 = whole images) at ``vq_lr``, cut from
-    ``vq_pool`` rendered images (small crops: many cheap steps, which is what a CPU can afford).
-    ``vq_refine_steps`` more steps at ``0.3 * vq_lr`` follow (see ``train_vqgan``), then
-    ``vq_decoder_steps`` decoder-only steps (``refine_decoder``: codes unchanged).
+    Adam steps of ``vq_batch`` whole images at peak ``vq_lr`` (cosine), from ``vq_pool`` rendered images
+    (see ``train_vqgan``).
     LM: ``lm_dim`` hidden size, ``lm_layers`` layers, ``lm_heads`` heads, ``lm_steps`` steps of ``lm_batch``
     sequences at ``lm_lr``; data from ``t2i_scenes`` text-to-image scenes and ``omni_scenes`` scenes whose
     Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE text tokens.
@@ -94,15 +89,12 @@ class WorldTrainConfig:
     work_dir: str = DEFAULT_WORK
     seed: int = 0
     vq_codes: int = 512
-    vq_embed_dim: int = 8
+    vq_embed_dim: int = 16
     vq_ch: int = 32
-    vq_steps: int = 1200
+    vq_steps: int = 1500
     vq_batch: int = 8
-    vq_crop: int = 32
-    vq_refine_steps: int = 800
-    vq_decoder_steps: int = 2000
-    vq_lr: float = 1.5e-3
-    vq_pool: int = 2400
+    vq_lr: float = 2e-3
+    vq_pool: int = 3000
     lm_dim: int = 192
     lm_layers: int = 4
     lm_heads: int = 6
@@ -164,98 +156,6 @@ def _to_batch(images: Sequence[Image.Image]) -> Tensor:
     return torch.cat([pil_to_tensor(im) for im in images])
 
 
-def _restart_dead_codes(vq: VQGAN, usage: Tensor, latents: Tensor, gen: torch.Generator) -> int:
-    """Move codes with zero ``usage`` onto random encoder outputs ``latents [N, D]``; returns how many."""
-    dead = (usage == 0).nonzero().flatten()
-    if len(dead) == 0 or len(latents) == 0:
-        return 0
-    pick = torch.randint(0, len(latents), (len(dead),), generator=gen)
-    noise = 0.01 * torch.randn(len(dead), latents.shape[1], generator=gen)
-    with torch.no_grad():
-        vq.quantize.embedding.weight[dead] = latents[pick] + noise * latents.std()
-    return len(dead)
-
-
-def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path | None = None,
-                init: VQGAN | None = None) -> VQGAN:
-    """Train the world VQGAN in two phases; checkpoints (``save_vqgan``) go to ``folder``.
-
-    Phase 1 (``vq_steps`` at ``vq_lr``, dead codes restarted) starts from scratch and leaves a ``PHASE1``
-    marker; phase 2 (``vq_refine_steps`` at ``0.3 * vq_lr``, codebook left alone) refines it with a fresh
-    optimizer and its own seed, so it gives the same weights whether it follows phase 1 in the same process
-    or starts from the saved phase-1 weights (``init``).
-    """
-    pool = vq_training_images(cfg.vq_pool, cfg.seed)
-    tensors = {size: _to_batch(ims) for size, ims in pool.items()}
-    deadline = time.perf_counter() + 60 * cfg.max_minutes_vq if cfg.max_minutes_vq > 0 else math.inf
-    if init is None:
-        torch.manual_seed(cfg.seed)
-        vq = VQGAN(world_vqgan_config(cfg))
-        _vq_phase(vq, tensors, cfg, cfg.vq_steps, cfg.vq_lr, cfg.seed, True, log, deadline)
-        if folder is not None:
-            save_vqgan(vq, folder)
-            (folder / "PHASE1").write_text("phase 1 done\n", encoding="utf-8")
-    else:
-        vq = init
-    if cfg.vq_refine_steps:
-        _vq_phase(vq, tensors, cfg, cfg.vq_refine_steps, 0.3 * cfg.vq_lr, cfg.seed + 1, False, log, deadline)
-    vq.eval().requires_grad_(False)
-    if folder is not None:
-        save_vqgan(vq, folder)
-    return vq
-
-
-def _vq_phase(vq: VQGAN, tensors: dict[tuple[int, int], Tensor], cfg: WorldTrainConfig, steps: int,
-              peak_lr: float, seed: int, restarts: bool, log: LogFn, deadline: float) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    rng = random.Random(f"lumina-world-vq-batches:{seed}")
-    sizes = sorted(tensors)
-    weights = [len(tensors[s]) for s in sizes]
-    vq.train().requires_grad_(True)
-    opt = torch.optim.Adam(vq.parameters(), lr=peak_lr, betas=(0.9, 0.99))
-    usage = torch.zeros(cfg.vq_codes)
-    start = time.perf_counter()
-    restart_every, warm = 50, max(1, min(20, steps // 4))
-    for step in range(steps):
-        size = rng.choices(sizes, weights)[0]
-        data = tensors[size]
-        idx = torch.randint(0, len(data), (cfg.vq_batch,), generator=gen)
-        x = data[idx]
-        if cfg.vq_crop:
-            # crops start on the grid, so the encoder only ever sees patches in the phase the world draws
-            c, d = cfg.vq_crop, vq.downsample
-            oy = (d * torch.randint(0, (x.shape[2] - c) // d + 1, (len(x),), generator=gen)).tolist()
-            ox = (d * torch.randint(0, (x.shape[3] - c) // d + 1, (len(x),), generator=gen)).tolist()
-            x = torch.stack([im[:, a:a + c, b:b + c] for im, a, b in zip(x, oy, ox)])
-        lr = peak_lr * min(1.0, (step + 1) / warm) * (0.55 + 0.45 * math.cos(math.pi * step / steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        z = vq.encode_latents(x)
-        if step == 0 and restarts:  # start the codebook on real encoder outputs
-            flat0 = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-            _restart_dead_codes(vq, torch.zeros(cfg.vq_codes), flat0, gen)
-        z_q, cb_loss, codes = vq.quantize(z)
-        recon = vq.decode(z_q)
-        rec_loss = (recon - x).abs().mean() + F.mse_loss(recon, x)
-        loss = rec_loss + cb_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        usage += torch.bincount(codes.flatten(), minlength=cfg.vq_codes).float()
-        if (step + 1) % restart_every == 0:
-            n_dead = 0
-            if restarts and step + 1 < int(0.85 * steps):
-                flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-                n_dead = _restart_dead_codes(vq, usage, flat, gen)
-            used = int((usage > 0).sum())
-            usage.zero_()
-            log(f"vqgan step {step + 1}/{steps} rec {rec_loss.item():.4f} cb {cb_loss.item():.4f} "
-                f"codes used {used} restarted {n_dead} ({time.perf_counter() - start:.0f}s)")
-        if time.perf_counter() > deadline:
-            log(f"vqgan: time budget reached at step {step + 1}")
-            break
-
-
 def patch_keys(image: Image.Image, d: int) -> np.ndarray:
     """``[h, w]`` object array: the raw bytes of each ``d x d`` RGB patch (equal bytes = equal patch)."""
     arr = np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
@@ -268,97 +168,105 @@ def patch_keys(image: Image.Image, d: int) -> np.ndarray:
     return out
 
 
-def canonical_codes(images: Sequence[Image.Image], codes: Sequence[Tensor], d: int, min_count: int = 3
-                    ) -> dict[bytes, int]:
-    """For every ``d x d`` patch (its pixels) seen at least ``min_count`` times: the code the encoder gives
-    it most often.
-
-    The encoder's receptive field spans neighbouring patches, so one patch gets different codes in different
-    surroundings; a language model cannot predict that variation, so answer images are written with one code
-    per patch (``snap_codes``) and the decoder is tuned to draw them (``refine_decoder``). On the world's grid
-    the patches form a small alphabet, so nearly every answer patch has a canonical code.
-    """
-    counts: dict[bytes, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    for im, c in zip(images, codes):
-        for key, code in zip(patch_keys(im, d).ravel().tolist(), c.numpy().ravel().tolist()):
-            counts[key][code] += 1
-    return {key: max(cs, key=lambda k: (cs[k], -k)) for key, cs in sorted(counts.items())
-            if sum(cs.values()) >= min_count}
+def patch_alphabet(images: Sequence[Image.Image], d: int, size: int, min_count: int = 2) -> dict[bytes, int]:
+    """The world's patch alphabet: the ``size`` most frequent ``d x d`` patches of ``images`` (seen at least
+    ``min_count`` times) -> code ids ``0..``, most frequent first (ties broken by the pixels, so the result
+    depends only on the images)."""
+    counts: dict[bytes, int] = defaultdict(int)
+    for im in images:
+        for key in patch_keys(im, d).ravel().tolist():
+            counts[key] += 1
+    ranked = sorted((k for k, c in counts.items() if c >= min_count), key=lambda k: (-counts[k], k))
+    return {key: code for code, key in enumerate(ranked[:size])}
 
 
-def snap_codes(image: Image.Image, codes: Tensor, canon: dict[bytes, int], d: int) -> Tensor:
-    """``codes [h, w]`` with every patch found in ``canon`` set to its canonical code."""
+def patch_labels(image: Image.Image, alphabet: dict[bytes, int], d: int) -> Tensor:
+    """``[h, w]`` int64: each patch's code in ``alphabet``, -1 for a patch outside it."""
     keys = patch_keys(image, d)
-    out = codes.clone()
-    for i in range(keys.shape[0]):
-        for j in range(keys.shape[1]):
-            code = canon.get(keys[i, j])
-            if code is not None:
-                out[i, j] = code
-    return out
+    return torch.tensor([[alphabet.get(k, -1) for k in row] for row in keys.tolist()], dtype=torch.long)
 
 
-def world_canonical_codes(vq: VQGAN, cfg: WorldTrainConfig) -> dict[bytes, int]:
-    """``canonical_codes`` over the VQGAN training pool (deterministic in ``cfg.seed``)."""
+def snap_codes(image: Image.Image, codes: Tensor, alphabet: dict[bytes, int], d: int) -> Tensor:
+    """``codes [h, w]`` with every patch found in ``alphabet`` set to its code (others keep theirs)."""
+    labels = patch_labels(image, alphabet, d)
+    return torch.where(labels >= 0, labels, codes)
+
+
+def world_alphabet(cfg: WorldTrainConfig) -> dict[bytes, int]:
+    """``patch_alphabet`` of the VQGAN training pool (deterministic in ``cfg.seed``)."""
     pool = vq_training_images(cfg.vq_pool, cfg.seed)
-    images = [im for ims in pool.values() for im in ims]
-    return canonical_codes(images, encode_pil(vq, images), vq.downsample)
+    return patch_alphabet([im for ims in pool.values() for im in ims], 8, cfg.vq_codes)
 
 
-def refine_decoder(vq: VQGAN, cfg: WorldTrainConfig, *, log: LogFn = logger.info,
-                   canon: dict[bytes, int] | None = None) -> VQGAN:
-    """Phase 3: train only ``post_quant_conv`` and the decoder for ``vq_decoder_steps`` steps.
+def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path | None = None
+                ) -> tuple[VQGAN, dict[bytes, int]]:
+    """Train the world VQGAN with a *supervised codebook*; returns ``(vqgan, alphabet)``.
 
-    The encoder and codebook stay frozen, so every image keeps its codes (the language model's data does not
-    change) while reconstructions sharpen. Batches are ``vq_batch`` crops of ``vq_crop / 8`` x ``vq_crop / 8``
-    codes of whole encoded images.
+    The world is drawn on the 8-px grid, so its pictures and maps are made of a small set of distinct
+    patches (``patch_alphabet``: a few hundred, >99.9 % of all patches). Each gets its own code, and one
+    joint phase of ``vq_steps`` Adam steps on ``vq_batch`` whole images of one size trains:
+
+    * the encoder to put each patch nearest its code: cross-entropy over negative squared distances to the
+      codebook, plus the usual commitment term towards the code's embedding;
+    * the codebook towards the encoder outputs of its patch (the usual codebook term, with known assignment);
+    * the decoder to draw the image from its patches' codes (L1 + MSE). Patches outside the alphabet use the
+      encoder's nearest code, as in plain VQ training.
+
+    Encoding a world picture then gives exactly its patches' codes, the same codes the language model writes
+    (``snap_codes``), and the decoder draws them back exactly.
     """
-    if not cfg.vq_decoder_steps:
-        return vq
     pool = vq_training_images(cfg.vq_pool, cfg.seed)
+    alphabet = patch_alphabet([im for ims in pool.values() for im in ims], 8, cfg.vq_codes)
     tensors = {size: _to_batch(ims) for size, ims in pool.items()}
-    codes = {size: torch.cat([vq.encode(t[i:i + 64]) for i in range(0, len(t), 64)])
-             for size, t in tensors.items()}
-    if canon:
-        d0 = vq.downsample
-        codes = {size: torch.stack([snap_codes(im, c, canon, d0) if k % 2 else c
-                                    for k, (im, c) in enumerate(zip(pool[size], codes[size]))])
-                 for size in codes}
+    labels = {size: torch.stack([patch_labels(im, alphabet, 8) for im in ims]) for size, ims in pool.items()}
+    log(f"vqgan: {len(alphabet)} patch codes for {sum(map(len, pool.values()))} training images")
+    torch.manual_seed(cfg.seed)
+    vq = VQGAN(world_vqgan_config(cfg))
+    with torch.no_grad():  # well-separated starting codes; they move with their patches
+        vq.quantize.embedding.weight.normal_(0.0, 1.0)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = random.Random(f"lumina-world-vq-batches:{cfg.seed}")
     sizes = sorted(tensors)
     weights = [len(tensors[s]) for s in sizes]
-    gen = torch.Generator().manual_seed(cfg.seed + 2)
-    rng = random.Random(f"lumina-world-vq-decoder:{cfg.seed}")
-    vq.eval().requires_grad_(False)
-    params = [*vq.post_quant_conv.parameters(), *vq.decoder.parameters()]
-    for p in params:
-        p.requires_grad_(True)
-    vq.decoder.train()
-    opt = torch.optim.Adam(params, lr=0.3 * cfg.vq_lr, betas=(0.9, 0.99))
-    d = vq.downsample
-    c = max(1, (cfg.vq_crop or 32) // d)
-    start = time.perf_counter()
-    steps = cfg.vq_decoder_steps
+    vq.train().requires_grad_(True)
+    opt = torch.optim.Adam(vq.parameters(), lr=cfg.vq_lr, betas=(0.9, 0.99))
+    deadline = time.perf_counter() + 60 * cfg.max_minutes_vq if cfg.max_minutes_vq > 0 else math.inf
+    start, steps, warm = time.perf_counter(), cfg.vq_steps, max(1, min(50, cfg.vq_steps // 10))
+    book = vq.quantize.embedding.weight
     for step in range(steps):
         size = rng.choices(sizes, weights)[0]
         idx = torch.randint(0, len(tensors[size]), (cfg.vq_batch,), generator=gen)
-        x, k = tensors[size][idx], codes[size][idx]
-        oy = torch.randint(0, k.shape[1] - c + 1, (len(k),), generator=gen).tolist()
-        ox = torch.randint(0, k.shape[2] - c + 1, (len(k),), generator=gen).tolist()
-        k = torch.stack([m[a:a + c, b:b + c] for m, a, b in zip(k, oy, ox)])
-        x = torch.stack([im[:, a * d:(a + c) * d, b * d:(b + c) * d] for im, a, b in zip(x, oy, ox)])
-        lr = 0.3 * cfg.vq_lr * (0.55 + 0.45 * math.cos(math.pi * step / steps))
+        x, lab = tensors[size][idx], labels[size][idx]
+        lr = cfg.vq_lr * min(1.0, (step + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        recon = vq.decode(vq.quantize.lookup(k))
-        loss = (recon - x).abs().mean() + F.mse_loss(recon, x)
+        z = vq.encode_latents(x)  # [B, D, h, w]
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        target = lab.reshape(-1)
+        dist = flat.pow(2).sum(1, keepdim=True) + book.pow(2).sum(1) - 2.0 * flat @ book.t()  # [N, K]
+        known = target >= 0
+        codes = torch.where(known, target, dist.detach().argmin(1))
+        ce = F.cross_entropy(-dist[known], target[known]) if known.any() else dist.sum() * 0.0
+        e = book[codes]
+        vq_loss = F.mse_loss(e, flat.detach()) + 0.25 * F.mse_loss(flat, e.detach())
+        z_q = e.reshape(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
+        recon = vq.decode(z_q)
+        rec = (recon - x).abs().mean() + F.mse_loss(recon, x)
+        loss = rec + vq_loss + 0.5 * ce
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if (step + 1) % 100 == 0:
-            log(f"vqgan decoder step {step + 1}/{steps} rec {loss.item():.4f} "
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            acc = float((dist.detach().argmin(1)[known] == target[known]).float().mean()) if known.any() else 0.0
+            log(f"vqgan step {step + 1}/{steps} rec {rec.item():.4f} ce {ce.item():.4f} code acc {acc:.3f} "
                 f"({time.perf_counter() - start:.0f}s)")
+        if time.perf_counter() > deadline:
+            log(f"vqgan: time budget reached at step {step + 1}")
+            break
     vq.eval().requires_grad_(False)
-    return vq
+    if folder is not None:
+        save_vqgan(vq, folder)
+    return vq, alphabet
 
 
 @torch.no_grad()
@@ -453,12 +361,12 @@ def world_conversations(cfg: WorldTrainConfig) -> list[tuple[str, list[str], lis
 
 
 def tokenize_conversations(convs: Sequence[tuple[str, list[str], list[Image.Image]]], bundle: TokenizerBundle,
-                           max_seq_len: int, canon: dict[bytes, int] | None = None
+                           max_seq_len: int, alphabet: dict[bytes, int] | None = None
                            ) -> tuple[list[list[int]], list[list[int]], list[str]]:
     """``(ids, labels, buckets)`` of each conversation (``conversation.build_training_example``).
 
     Input images keep the encoder's codes (what the pipeline gives at inference); answer images are snapped
-    to ``canon`` (``snap_codes``) when given.
+    to ``alphabet`` (``snap_codes``) when given.
     """
     from ..tasks import IMAGE_PLACEHOLDER
     from ..conversation import build_training_example
@@ -472,7 +380,7 @@ def tokenize_conversations(convs: Sequence[tuple[str, list[str], list[Image.Imag
     d = bundle.vqgan.downsample
     for task, turns, ims in convs:
         n_in = turns[0].count(IMAGE_PLACEHOLDER)
-        c = [codes[id(im)] if k < n_in or not canon else snap_codes(im, codes[id(im)], canon, d)
+        c = [codes[id(im)] if k < n_in or not alphabet else snap_codes(im, codes[id(im)], alphabet, d)
              for k, im in enumerate(ims)]
         ids, labels = build_training_example(bundle.text, turns, c)
         if len(ids) > max_seq_len:
@@ -527,10 +435,7 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
         vq = load_vqgan(*find_vqgan_files(vq_dir))
         log(f"reusing the VQGAN in {vq_dir}")
     else:
-        init = load_vqgan(*find_vqgan_files(vq_dir)) if (vq_dir / "PHASE1").is_file() else None
-        vq = train_vqgan(cfg, log=log, folder=vq_dir, init=init)
-        vq = refine_decoder(vq, cfg, log=log, canon=world_canonical_codes(vq, cfg))
-        save_vqgan(vq, vq_dir)
+        vq, _ = train_vqgan(cfg, log=log, folder=vq_dir)
         acc = reconstruction_accuracy(vq, n=cfg.recon_eval)
         (vq_dir / "DONE").write_text(json.dumps({"recon_overall": acc}), encoding="utf-8")
         log(f"vqgan done in {time.perf_counter() - t0:.0f}s; analyser overall on reconstructions: {acc:.3f}")
@@ -542,10 +447,10 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
 
     t1 = time.perf_counter()
     convs = world_conversations(cfg)
-    canon = world_canonical_codes(vq, cfg)
-    (work / "canonical_codes.json").write_text(  # patch pixels named by their SHA-1, for inspection
-        json.dumps({hashlib.sha1(k).hexdigest(): v for k, v in canon.items()}, indent=0), encoding="utf-8")
-    ids, labels, buckets = tokenize_conversations(convs, bundle, max_seq_len=1024, canon=canon)
+    alphabet = world_alphabet(cfg)
+    (work / "patch_alphabet.json").write_text(  # patch pixels named by their SHA-1, for inspection
+        json.dumps({hashlib.sha1(k).hexdigest(): v for k, v in alphabet.items()}, indent=0), encoding="utf-8")
+    ids, labels, buckets = tokenize_conversations(convs, bundle, max_seq_len=1024, alphabet=alphabet)
     counts: dict[str, int] = defaultdict(int)
     for b in buckets:
         counts[b] += 1

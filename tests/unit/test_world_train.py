@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ from comfy_lumina_mgpt.world.train import MAX_GRID, WorldTrainConfig, run
 
 def tiny_config(tmp_path) -> WorldTrainConfig:
     return WorldTrainConfig(out=str(tmp_path / "model"), work_dir=str(tmp_path / "work"), vq_codes=32,
-                            vq_embed_dim=4, vq_steps=2, vq_refine_steps=1, vq_decoder_steps=2, vq_batch=2,
+                            vq_embed_dim=4, vq_steps=2, vq_batch=2,
                             vq_pool=12, lm_dim=32, lm_layers=1,
                             lm_heads=2, lm_steps=3, lm_batch=2, t2i_scenes=6, omni_scenes=3, text_vocab=60,
                             recon_eval=2)
@@ -85,3 +86,24 @@ def test_eval_rejects_unknown_suite(trained_folder):
     folder, _ = trained_folder
     with pytest.raises(ValueError, match="unknown suite"):
         evaluate_world(folder, suites=["nope"])
+
+
+def test_patch_alphabet_ranks_patches_and_labels_them():
+    from PIL import Image
+
+    from comfy_lumina_mgpt.world import render_image, sample_scene
+    from comfy_lumina_mgpt.world.train import patch_alphabet, patch_labels, snap_codes
+
+    images = [render_image(sample_scene(i)) for i in range(20)]
+    alphabet = patch_alphabet(images, 8, size=16)
+    assert sorted(alphabet.values()) == list(range(16))
+    background = bytes(np.full((8, 8, 3), 240, dtype=np.uint8))
+    assert alphabet[background] == 0  # the commonest patch gets code 0
+    assert patch_alphabet(list(reversed(images)), 8, size=16) == alphabet  # order of images does not matter
+    labels = patch_labels(images[0], alphabet, 8)
+    assert labels.shape == (images[0].height // 8, images[0].width // 8)
+    assert int((labels == 0).sum()) > 0 and int(labels.min()) >= -1
+    odd = Image.new("RGB", (16, 8), (240, 240, 240))
+    odd.putpixel((12, 3), (1, 2, 3))  # the right patch is unlike any world patch
+    codes = torch.tensor([[7, 9]])
+    assert snap_codes(odd, codes, alphabet, 8).tolist() == [[0, 9]]
