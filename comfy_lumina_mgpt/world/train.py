@@ -76,8 +76,8 @@ class WorldTrainConfig:
     """Every setting of ``world train`` (the defaults make the bundled model, ~45 min on 2 CPU cores).
 
     VQGAN: ``vq_codes`` codebook entries of ``vq_embed_dim`` dims, ``vq_ch`` base channels, ``vq_steps``
-    Adam steps of ``vq_batch`` whole images at peak ``vq_lr`` (cosine), from ``vq_pool`` rendered images
-    (see ``train_vqgan``).
+    Adam steps of ``vq_batch`` whole images at peak ``vq_lr`` (cosine), from ``vq_pool`` rendered images,
+    then ``vq_decoder_steps`` decoder-only steps (see ``train_vqgan``, ``refine_decoder``).
     LM: ``lm_dim`` hidden size, ``lm_layers`` layers, ``lm_heads`` heads, ``lm_steps`` steps of ``lm_batch``
     sequences at ``lm_lr``; data from ``t2i_scenes`` text-to-image scenes and ``omni_scenes`` scenes whose
     Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE text tokens.
@@ -93,6 +93,7 @@ class WorldTrainConfig:
     vq_ch: int = 32
     vq_steps: int = 1500
     vq_batch: int = 8
+    vq_decoder_steps: int = 4000
     vq_lr: float = 2e-3
     vq_pool: int = 3000
     lm_dim: int = 192
@@ -264,9 +265,54 @@ def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path
             log(f"vqgan: time budget reached at step {step + 1}")
             break
     vq.eval().requires_grad_(False)
+    refine_decoder(vq, tensors, labels, cfg, log=log)
     if folder is not None:
         save_vqgan(vq, folder)
     return vq, alphabet
+
+
+def refine_decoder(vq: VQGAN, tensors: dict[tuple[int, int], Tensor], labels: dict[tuple[int, int], Tensor],
+                   cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> None:
+    """Phase 2: ``vq_decoder_steps`` steps on ``post_quant_conv`` and the decoder only, from the alphabet
+    codes (the encoder's nearest code for patches outside it).
+
+    The encoder and codebook are frozen, so every image keeps its codes (the language model's data does not
+    change); the joint phase leaves the codes right but the drawing soft (a small square drawn as a blob),
+    and the analyser needs crisp shapes.
+    """
+    if cfg.vq_decoder_steps <= 0:
+        return
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    rng = random.Random(f"lumina-world-vq-decoder:{cfg.seed}")
+    codes = {}
+    with torch.no_grad():
+        for size, x in tensors.items():
+            enc = torch.cat([vq.encode(x[i:i + 64]) for i in range(0, len(x), 64)])
+            codes[size] = torch.where(labels[size] >= 0, labels[size], enc)
+    sizes = sorted(tensors)
+    weights = [len(tensors[s]) for s in sizes]
+    params = [*vq.post_quant_conv.parameters(), *vq.decoder.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    vq.decoder.train()
+    opt = torch.optim.Adam(params, lr=cfg.vq_lr, betas=(0.9, 0.99))
+    start, steps = time.perf_counter(), cfg.vq_decoder_steps
+    for step in range(steps):
+        size = rng.choices(sizes, weights)[0]
+        idx = torch.randint(0, len(tensors[size]), (cfg.vq_batch,), generator=gen)
+        x = tensors[size][idx]
+        lr = cfg.vq_lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        recon = vq.decode(vq.quantize.lookup(codes[size][idx]))
+        loss = (recon - x).abs().mean() + F.mse_loss(recon, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            log(f"vqgan decoder step {step + 1}/{steps} rec {loss.item():.4f} "
+                f"({time.perf_counter() - start:.0f}s)")
+    vq.eval().requires_grad_(False)
 
 
 @torch.no_grad()

@@ -94,3 +94,18 @@ def lumina_model(comfy_server):
 
         write_demo_model(folder)
     return folder
+
+
+DEMO_NAME = "lumina-mgpt-demo"  # a random model with a 16-px patch and room for large sizes
+
+
+@pytest.fixture(scope="session")
+def demo_model(comfy_server):
+    """A small random demo model in the server's model folder, for tests of engine behaviour that need
+    sizes or lengths the bundled world model was not made for (long generations to cancel, 64x64)."""
+    folder = comfy_server.models_dir / "lumina_mgpt" / DEMO_NAME
+    if not (folder / "config.json").is_file():
+        from comfy_lumina_mgpt.demo_model import write_demo_model
+
+        write_demo_model(folder)
+    return folder

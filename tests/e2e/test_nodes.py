@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from comfy_lumina_mgpt.world import render_image, sample_scene
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "workflows" / "api"
 MODEL_NAME = "lumina-mgpt-world"
 EXAMPLE_IMAGE = "lumina_mgpt_example.png"
+BUNDLED_MODEL = REPO / "models" / "lumina_mgpt" / MODEL_NAME
 
 
 def node_ids_in_source() -> set[str]:
@@ -31,6 +31,17 @@ def node_ids_in_source() -> set[str]:
 
 def load_workflow(name: str) -> dict:
     return json.loads((WORKFLOWS / f"{name}.json").read_text())
+
+
+def on_model(graph: dict, name: str) -> dict:
+    """A copy whose model and tokenizer loaders load ``name`` from models/lumina_mgpt/."""
+    graph = copy.deepcopy(graph)
+    for node in graph.values():
+        if node["class_type"] == "LuminaMGPTModelLoader":
+            node["inputs"]["model_name"] = name
+        elif node["class_type"] == "LuminaMGPTTokenizerLoader":
+            node["inputs"]["tokenizer"] = f"lumina_mgpt/{name}"
+    return graph
 
 
 def reseed(graph: dict, seed: int | None = None) -> dict:
@@ -46,9 +57,8 @@ def reseed(graph: dict, seed: int | None = None) -> dict:
 @pytest.fixture(scope="module")
 def server(comfy_server, lumina_model):
     """The server with the workflows' model (bundled, or a random demo) and an example input image."""
-    image = render_image(sample_scene(random.Random(3), size=(64, 64), n_objects=2))
     comfy_server.input_dir.mkdir(parents=True, exist_ok=True)
-    image.save(comfy_server.input_dir / EXAMPLE_IMAGE)
+    shutil.copy(REPO / "workflows" / "inputs" / EXAMPLE_IMAGE, comfy_server.input_dir / EXAMPLE_IMAGE)
     return comfy_server
 
 
@@ -97,8 +107,28 @@ def test_shipped_workflow_runs_to_png(server, name):
         assert len(pngs) == 4 and all(img.size == (48, 48) for img in pngs)
 
 
-def test_text_to_image_progress_and_previews(server):
-    graph = reseed(load_workflow("text_to_image"))
+@pytest.mark.parametrize("name", ["text_to_image", "text_to_image_one_node"])
+def test_bundled_model_draws_what_the_prompt_asks(server, lumina_model, name):
+    """On the bundled world model, the shipped text-to-image workflows' PNG shows exactly the prompt's
+    objects (colour, shape, size, position, count) by the world's pixel analyser."""
+    from comfy_lumina_mgpt.world import parse_caption, score_text_to_image
+
+    if lumina_model != BUNDLED_MODEL:
+        pytest.skip("no bundled world model in this checkout (models/lumina_mgpt/lumina-mgpt-world)")
+    graph = reseed(load_workflow(name))
+    prompt_node = next(n for n in graph.values() if "custom_size" in n["inputs"])
+    width, height = (int(v) for v in prompt_node["inputs"]["custom_size"].split("x"))
+    scene = parse_caption(prompt_node["inputs"]["prompt"], width, height)
+    result = server.run(graph, timeout=300)
+    assert result.ok, result.error
+    (img,) = saved_pngs(server, result)
+    scores = score_text_to_image(img.convert("RGB"), scene)
+    assert scores["overall"] == 1.0, scores
+
+
+def test_text_to_image_progress_and_previews(server, demo_model):
+    graph = reseed(on_model(load_workflow("text_to_image"), demo_model.name))
+    graph["3"]["inputs"]["custom_size"] = "64x64"
     result = server.run(graph, timeout=300)
     assert result.ok, result.error
     sampler_progress = [p for p in result.progress if p["node"] == "4"]
@@ -110,8 +140,8 @@ def test_text_to_image_progress_and_previews(server):
     assert img.size == (64, 64)
 
 
-def test_interrupt_mid_sampling_then_next_prompt_works(server):
-    graph = reseed(load_workflow("text_to_image"))
+def test_interrupt_mid_sampling_then_next_prompt_works(server, demo_model):
+    graph = reseed(on_model(load_workflow("text_to_image"), demo_model.name))
     graph["3"]["inputs"]["custom_size"] = "256x256"  # 1060 tokens: long enough to cancel mid-way
     client = "interrupt-test"
     prompt_id = server.post_prompt(graph, client)

@@ -17,7 +17,7 @@ from comfy_lumina_mgpt.world.train import MAX_GRID, WorldTrainConfig, run
 
 def tiny_config(tmp_path) -> WorldTrainConfig:
     return WorldTrainConfig(out=str(tmp_path / "model"), work_dir=str(tmp_path / "work"), vq_codes=32,
-                            vq_embed_dim=4, vq_steps=2, vq_batch=2,
+                            vq_embed_dim=4, vq_steps=2, vq_decoder_steps=2, vq_batch=2,
                             vq_pool=12, lm_dim=32, lm_layers=1,
                             lm_heads=2, lm_steps=3, lm_batch=2, t2i_scenes=6, omni_scenes=3, text_vocab=60,
                             recon_eval=2)
