@@ -102,18 +102,27 @@ def seed_everything(seed: int) -> None:
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``cfg.optimizer`` over the trainable parameters.
 
-    Weight decay applies to >= 2-D parameters only (not to norms and biases).
+    Weight decay applies to weight matrices only: not to biases, and not to norms of any shape (Chameleon's
+    qk-norms are ``[1, head_dim]`` or ``[heads, head_dim]``: decaying them shrinks every attention logit).
     """
     try:
         factory = OPTIMIZERS[cfg.optimizer]
     except KeyError:
         raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; choose one of {sorted(OPTIMIZERS)}") from None
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("the model has no trainable parameter")
-    groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
+    decayed = [p for n, p in trainable if not _no_decay(n, p)]
+    kept = [p for n, p in trainable if _no_decay(n, p)]
+    groups = [{"params": decayed, "weight_decay": cfg.weight_decay}, {"params": kept, "weight_decay": 0.0}]
     return factory([g for g in groups if g["params"]], cfg)
+
+
+def _no_decay(name: str, param: torch.Tensor) -> bool:
+    """Biases, norm weights (any shape) and other vectors are not weight-decayed."""
+    leaf = name.rsplit(".", 1)[-1]
+    module = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
+    return param.ndim < 2 or leaf == "bias" or "norm" in module
 
 
 # --- model patching, undone in train()'s finally ----------------------------------------------------------

@@ -447,12 +447,14 @@ def world_lm_config(cfg: WorldTrainConfig, vocab_size: int) -> ModelConfig:
 
 
 def init_lm(cfg: WorldTrainConfig, vocab_size: int) -> LuminaMGPT:
-    """Fresh decoder, GPT-2-style init (normal 0.02, residual projections scaled by depth)."""
+    """Fresh decoder, GPT-2-style init (normal 0.02, residual projections scaled by depth) of the weight
+    matrices; norms keep their ones and zeros (the qk-norms are ``[1, head_dim]`` matrices, and drawing them
+    near zero would make every attention uniform)."""
     torch.manual_seed(cfg.seed)
     model = LuminaMGPT(world_lm_config(cfg, vocab_size))
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.ndim > 1:
+            if p.ndim > 1 and "norm" not in name.rsplit(".", 2)[-2]:
                 residual = name.endswith(("o_proj.weight", "down_proj.weight"))
                 std = 0.02 / math.sqrt(2 * cfg.lm_layers) if residual else 0.02
                 p.normal_(0.0, std)

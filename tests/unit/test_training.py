@@ -117,6 +117,24 @@ def test_lr_schedule():
 
 
 # --- objective --------------------------------------------------------------------------------------------
+def test_weight_decay_spares_norms_of_any_shape_and_biases():
+    from comfy_lumina_mgpt.training.loop import build_optimizer
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=64, dim=32, intermediate_size=64, n_layers=1, n_heads=4, n_kv_heads=4,
+                      max_seq_len=64, qk_norm_rows=1)
+    model = LuminaMGPT(cfg)
+    opt = build_optimizer(model, quick_cfg(weight_decay=0.1))
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    decayed = {by_id[id(p)] for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    spared = {by_id[id(p)] for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert "model.layers.0.self_attn.q_norm.weight" in spared  # a [1, head_dim] matrix, still a norm
+    assert "model.layers.0.self_attn.k_norm.bias" in spared
+    assert "model.layers.0.input_layernorm.weight" in spared
+    assert "model.layers.0.self_attn.q_proj.weight" in decayed and "lm_head.weight" in decayed
+    assert decayed | spared == set(by_id.values()) and not decayed & spared
+
+
 def test_z_loss_equals_formula():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 5, 7, generator=g) * 3
