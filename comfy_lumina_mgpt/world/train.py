@@ -34,7 +34,7 @@ import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +79,8 @@ class WorldTrainConfig:
     Adam steps of ``vq_batch`` whole images at peak ``vq_lr`` (cosine), from ``vq_pool`` rendered images,
     then ``vq_decoder_steps`` decoder-only steps (see ``train_vqgan``, ``refine_decoder``).
     LM: ``lm_dim`` hidden size, ``lm_layers`` layers, ``lm_heads`` heads, ``lm_steps`` steps of ``lm_batch``
-    sequences at ``lm_lr``; data from ``t2i_scenes`` text-to-image scenes and ``omni_scenes`` scenes whose
+    sequences at ``lm_lr``, then ``lm_extra_steps`` more in a second cycle peaking at ``lm_extra_lr`` (0 = no
+    second cycle); data from ``t2i_scenes`` text-to-image scenes and ``omni_scenes`` scenes whose
     Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE text tokens.
     ``recon_eval`` held-out pictures measure the VQGAN's reconstructions with the analyser.
     ``max_minutes_vq`` / ``max_minutes_lm`` (0 = none) stop a stage early (saving what it has).
@@ -102,6 +103,8 @@ class WorldTrainConfig:
     lm_steps: int = 4000
     lm_batch: int = 16
     lm_lr: float = 2e-3
+    lm_extra_steps: int = 3000
+    lm_extra_lr: float = 1e-3
     t2i_scenes: int = 16000
     omni_scenes: int = 3000
     text_vocab: int = 500
@@ -115,6 +118,8 @@ class WorldTrainConfig:
                      "lm_heads", "lm_steps", "lm_batch", "t2i_scenes", "text_vocab"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lm_extra_steps < 0 or self.vq_decoder_steps < 0:
+            raise ValueError("lm_extra_steps and vq_decoder_steps must be >= 0")
         if self.vq_ch % 32:
             raise ValueError(f"vq_ch must be a multiple of 32 (GroupNorm groups), got {self.vq_ch}")
         if self.lm_dim % self.lm_heads:
@@ -532,7 +537,22 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
     result = train(model, dataset, tcfg, on_step=on_step, should_stop=lambda: time.perf_counter() > deadline,
                    resume_from=resume)
     log(f"lm: {result.step} steps in {time.perf_counter() - t2:.0f}s")
-    folder = assemble_folder(result.model, vq, tok_path, cfg.out)
+    model = result.model
+    if cfg.lm_extra_steps > 0 and not result.stopped_early:
+        # Stage 2: a second warm-up + cosine cycle at a lower peak. The binding of colour and shape words to
+        # the cells an object covers is learnt late (after a plateau at ~2000 steps), when the first cycle's
+        # rate is already decaying; a second cycle finishes it.
+        extra_dir = work / "lm2"
+        tcfg2 = replace(tcfg, lr=cfg.lm_extra_lr, warmup_steps=min(100, cfg.lm_extra_steps // 10),
+                        max_steps=cfg.lm_extra_steps, seed=cfg.seed + 1, output_dir=str(extra_dir))
+        deadline = time.perf_counter() + 60 * cfg.max_minutes_lm if cfg.max_minutes_lm > 0 else math.inf
+        t2, ema[:] = time.perf_counter(), []
+        resume = True if any(extra_dir.glob("step-*")) else None
+        result = train(model, dataset, tcfg2, on_step=on_step,
+                       should_stop=lambda: time.perf_counter() > deadline, resume_from=resume)
+        log(f"lm stage 2: {result.step} steps in {time.perf_counter() - t2:.0f}s")
+        model = result.model
+    folder = assemble_folder(model, vq, tok_path, cfg.out)
     log(f"wrote {folder} ({_folder_mb(folder):.1f} MB) in {time.perf_counter() - t0:.0f}s total")
     return folder
 

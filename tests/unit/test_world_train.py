@@ -19,7 +19,8 @@ def tiny_config(tmp_path) -> WorldTrainConfig:
     return WorldTrainConfig(out=str(tmp_path / "model"), work_dir=str(tmp_path / "work"), vq_codes=32,
                             vq_embed_dim=4, vq_steps=2, vq_decoder_steps=2, vq_batch=2,
                             vq_pool=12, lm_dim=32, lm_layers=1,
-                            lm_heads=2, lm_steps=3, lm_batch=2, t2i_scenes=6, omni_scenes=3, text_vocab=60,
+                            lm_heads=2, lm_steps=3, lm_extra_steps=2, lm_batch=2, t2i_scenes=6, omni_scenes=3,
+                            text_vocab=60,
                             recon_eval=2)
 
 
@@ -42,13 +43,22 @@ def test_world_train_writes_a_loadable_folder(trained_folder):
     assert bundle.vocab.max_grid == MAX_GRID
     assert model.config.vocab_size == bundle.vocab.vocab_size
     assert any(line.startswith("lm: 3 steps") for line in logs)
+    assert any(line.startswith("lm stage 2: 2 steps") for line in logs)
 
 
 def test_world_train_reuses_finished_stages(trained_folder, tmp_path):
+    from safetensors.torch import load_file
+
     folder, _ = trained_folder
     work = folder.parent / "work"
     assert (work / "vqgan" / "DONE").is_file()
-    assert any(work.glob("lm/step-*"))
+    assert any(work.glob("lm/step-*")) and any(work.glob("lm2/step-*"))
+    before = load_file(folder / "model.safetensors")
+    logs: list[str] = []
+    run(tiny_config(folder.parent), log=logs.append)  # every stage is found finished: nothing retrains
+    assert any("reusing the VQGAN" in line for line in logs)
+    after = load_file(folder / "model.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_eval_json_has_every_suite_with_overall(trained_folder, capsys):
