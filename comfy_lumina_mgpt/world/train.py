@@ -103,7 +103,7 @@ class WorldTrainConfig:
     lm_steps: int = 4000
     lm_batch: int = 16
     lm_lr: float = 2e-3
-    lm_extra_steps: int = 3000
+    lm_extra_steps: int = 4000
     lm_extra_lr: float = 1e-3
     t2i_scenes: int = 16000
     omni_scenes: int = 3000
