@@ -83,7 +83,7 @@ def _to_array(img: torch.Tensor) -> np.ndarray:
 
 
 def _encode(bundle: TokenizerBundle, images: Sequence[Image.Image]) -> list[torch.Tensor]:
-    from .world.train import encode_pil
+    from .world.vq_train import encode_pil
 
     return encode_pil(bundle.vqgan, images)
 

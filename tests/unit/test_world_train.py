@@ -102,7 +102,7 @@ def test_patch_alphabet_ranks_patches_and_labels_them():
     from PIL import Image
 
     from comfy_lumina_mgpt.world import render_image, sample_scene
-    from comfy_lumina_mgpt.world.train import patch_alphabet, patch_labels, snap_codes
+    from comfy_lumina_mgpt.world.vq_train import patch_alphabet, patch_labels, snap_codes
 
     images = [render_image(sample_scene(i)) for i in range(20)]
     alphabet = patch_alphabet(images, 8, size=16)

@@ -1,0 +1,72 @@
+"""Every setting of ``python -m comfy_lumina_mgpt world train`` (``WorldTrainConfig``) and its constants."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+DEFAULT_OUT = "models/lumina_mgpt/lumina-mgpt-world"
+DEFAULT_WORK = "runs/world"
+#: Largest size-token value: 80 px / 16 px per size step.
+MAX_GRID = 5
+#: Relative share of each task in the language-model data (text-to-image dominates).
+TASK_WEIGHTS: dict[str, float] = {
+    "text_to_image": 10.0, "segmentation": 0.6, "depth": 0.6, "normals": 0.5, "pose": 0.3, "detection": 0.6,
+    "editing": 0.8, "condition_to_image": 0.6, "multiview": 0.4, "caption": 0.6, "vqa": 1.0,
+}
+LogFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class WorldTrainConfig:
+    """Every setting of ``world train`` (the defaults make the bundled model: ~1 h 45 min on one CPU core).
+
+    VQGAN: ``vq_codes`` codebook entries of ``vq_embed_dim`` dims, ``vq_ch`` base channels, ``vq_steps``
+    Adam steps of ``vq_batch`` whole images at peak ``vq_lr`` (cosine), from ``vq_pool`` rendered images,
+    then ``vq_decoder_steps`` decoder-only steps (see ``train_vqgan``, ``refine_decoder``).
+    LM: ``lm_dim`` hidden size, ``lm_layers`` layers, ``lm_heads`` heads, ``lm_steps`` steps of ``lm_batch``
+    sequences at ``lm_lr``, then ``lm_extra_steps`` more in a second cycle peaking at ``lm_extra_lr`` (0 = no
+    second cycle); data from ``t2i_scenes`` text-to-image scenes and ``omni_scenes`` scenes whose
+    Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE text tokens.
+    ``recon_eval`` held-out pictures measure the VQGAN's reconstructions with the analyser.
+    ``max_minutes_vq`` / ``max_minutes_lm`` (0 = none) stop a stage early (saving what it has).
+    """
+
+    out: str = DEFAULT_OUT
+    work_dir: str = DEFAULT_WORK
+    seed: int = 0
+    vq_codes: int = 512
+    vq_embed_dim: int = 16
+    vq_ch: int = 32
+    vq_steps: int = 1500
+    vq_batch: int = 8
+    vq_decoder_steps: int = 4000
+    vq_lr: float = 2e-3
+    vq_pool: int = 3000
+    lm_dim: int = 192
+    lm_layers: int = 4
+    lm_heads: int = 6
+    lm_steps: int = 4000
+    lm_batch: int = 16
+    lm_lr: float = 2e-3
+    lm_extra_steps: int = 4000
+    lm_extra_lr: float = 1e-3
+    t2i_scenes: int = 16000
+    omni_scenes: int = 3000
+    text_vocab: int = 500
+    cfg_drop_prob: float = 0.1
+    recon_eval: int = 64
+    max_minutes_vq: float = 0.0
+    max_minutes_lm: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("vq_codes", "vq_embed_dim", "vq_steps", "vq_batch", "vq_pool", "lm_dim", "lm_layers",
+                     "lm_heads", "lm_steps", "lm_batch", "t2i_scenes", "text_vocab"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lm_extra_steps < 0 or self.vq_decoder_steps < 0:
+            raise ValueError("lm_extra_steps and vq_decoder_steps must be >= 0")
+        if self.vq_ch % 32:
+            raise ValueError(f"vq_ch must be a multiple of 32 (GroupNorm groups), got {self.vq_ch}")
+        if self.lm_dim % self.lm_heads:
+            raise ValueError(f"lm_dim {self.lm_dim} must be divisible by lm_heads {self.lm_heads}")
