@@ -112,17 +112,18 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("the model has no trainable parameter")
-    decayed = [p for n, p in trainable if not _no_decay(n, p)]
-    kept = [p for n, p in trainable if _no_decay(n, p)]
+    decayed = [p for n, p in trainable if is_weight_matrix(n, p)]
+    kept = [p for n, p in trainable if not is_weight_matrix(n, p)]
     groups = [{"params": decayed, "weight_decay": cfg.weight_decay}, {"params": kept, "weight_decay": 0.0}]
     return factory([g for g in groups if g["params"]], cfg)
 
 
-def _no_decay(name: str, param: torch.Tensor) -> bool:
-    """Biases, norm weights (any shape) and other vectors are not weight-decayed."""
-    leaf = name.rsplit(".", 1)[-1]
-    module = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
-    return param.ndim < 2 or leaf == "bias" or "norm" in module
+def is_weight_matrix(name: str, param: torch.Tensor) -> bool:
+    """Whether parameter ``name`` is a weight matrix (weight-decayed, randomly initialised): not a bias, not a
+    vector, and not a norm of any shape (Chameleon's qk-norms are ``[1, head_dim]`` matrices)."""
+    parts = name.rsplit(".", 2)
+    module = parts[-2] if len(parts) >= 2 else ""
+    return param.ndim >= 2 and parts[-1] != "bias" and "norm" not in module
 
 
 # --- model patching, undone in train()'s finally ----------------------------------------------------------

@@ -45,6 +45,7 @@ from ..model.chameleon import LuminaMGPT
 from ..model.loading import load_model, save_model
 from ..pipeline import TokenizerBundle
 from ..tasks import TASKS
+from ..training.loop import is_weight_matrix
 from ..tokenizer import TextTokenizer
 from ..vocab_builder import build_chameleon_tokenizer
 from ..vqgan import VQGAN, find_vqgan_files, load_vqgan, save_vqgan
@@ -166,7 +167,7 @@ def init_lm(cfg: WorldTrainConfig, vocab_size: int) -> LuminaMGPT:
     model = LuminaMGPT(world_lm_config(cfg, vocab_size))
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.ndim > 1 and "norm" not in name.rsplit(".", 2)[-2]:
+            if is_weight_matrix(name, p):
                 residual = name.endswith(("o_proj.weight", "down_proj.weight"))
                 std = 0.02 / math.sqrt(2 * cfg.lm_layers) if residual else 0.02
                 p.normal_(0.0, std)
