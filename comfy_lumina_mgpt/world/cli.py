@@ -40,8 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(WorldTrainConfig):
         if f.name in ("out", "work_dir"):
             continue
-        t.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(defaults, f.name)),
-                       default=getattr(defaults, f.name))
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):  # argparse's type=bool would read "False" as true
+            t.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=default)
+        else:
+            t.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default)
     return p
 
 

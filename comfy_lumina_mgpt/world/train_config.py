@@ -26,7 +26,8 @@ class WorldTrainConfig:
     then ``vq_decoder_steps`` decoder-only steps (see ``train_vqgan``, ``refine_decoder``).
     LM: ``lm_dim`` hidden size, ``lm_layers`` layers, ``lm_heads`` heads, ``lm_steps`` steps of ``lm_batch``
     sequences at ``lm_lr``, then ``lm_extra_steps`` more in a second cycle peaking at ``lm_extra_lr`` (0 = no
-    second cycle); data from ``t2i_scenes`` text-to-image scenes and ``omni_scenes`` scenes whose
+    second cycle). With ``lm_t2i_first`` (a curriculum) the first cycle sees only the text-to-image
+    sequences and the second all of them; otherwise both see everything. Data from ``t2i_scenes`` text-to-image scenes and ``omni_scenes`` scenes whose
     Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE text tokens.
     ``recon_eval`` held-out pictures measure the VQGAN's reconstructions with the analyser.
     ``max_minutes_vq`` / ``max_minutes_lm`` (0 = none) stop a stage early (saving what it has).
@@ -51,6 +52,7 @@ class WorldTrainConfig:
     lm_lr: float = 2e-3
     lm_extra_steps: int = 4000
     lm_extra_lr: float = 1e-3
+    lm_t2i_first: bool = True
     t2i_scenes: int = 16000
     omni_scenes: int = 3000
     text_vocab: int = 500
@@ -66,6 +68,8 @@ class WorldTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lm_extra_steps < 0 or self.vq_decoder_steps < 0:
             raise ValueError("lm_extra_steps and vq_decoder_steps must be >= 0")
+        if self.lm_t2i_first and self.lm_extra_steps == 0:
+            raise ValueError("lm_t2i_first needs a second cycle (lm_extra_steps > 0) to learn the Omni tasks")
         if self.vq_ch % 32:
             raise ValueError(f"vq_ch must be a multiple of 32 (GroupNorm groups), got {self.vq_ch}")
         if self.lm_dim % self.lm_heads:

@@ -44,6 +44,20 @@ def test_world_train_writes_a_loadable_folder(trained_folder):
     assert model.config.vocab_size == bundle.vocab.vocab_size
     assert any(line.startswith("lm: 3 steps") for line in logs)
     assert any(line.startswith("lm stage 2: 2 steps") for line in logs)
+    # the curriculum: stage 1 trains on the 6 text-to-image sequences only, stage 2 on all of them
+    total = next(int(line.split()[0]) for line in logs if line.endswith("s") and "training sequences" in line)
+    assert "stage 1 (text-to-image only): 6 sequences" in logs and total > 6
+
+
+def test_curriculum_needs_a_second_cycle_and_cli_can_turn_it_off(tmp_path):
+    from comfy_lumina_mgpt.world.cli import build_parser
+
+    with pytest.raises(ValueError, match="lm_extra_steps"):
+        WorldTrainConfig(lm_extra_steps=0)
+    assert WorldTrainConfig(lm_extra_steps=0, lm_t2i_first=False).lm_extra_steps == 0
+    parse = build_parser().parse_args
+    assert parse(["train"]).lm_t2i_first is True
+    assert parse(["train", "--no-lm-t2i-first", "--lm-extra-steps", "0"]).lm_t2i_first is False
 
 
 def test_world_train_reuses_finished_stages(trained_folder, tmp_path):
