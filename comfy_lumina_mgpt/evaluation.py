@@ -19,7 +19,9 @@ Suites and their ``overall``:
 * ``editing``: F1 of the edited scene's objects; ``overall`` = accuracy (share of edits exactly right).
 * ``condition_to_image``: ``overall`` = share of pictures matching the caption's scene exactly.
 * ``multiview``: share of frames showing the asked object; ``overall`` = that consistency.
-* ``vqa``: ``overall`` = answer accuracy; ``caption``: ``overall`` = exact-caption accuracy.
+* ``vqa``: ``overall`` = answer accuracy.
+* ``caption``: ``overall`` = share of captions naming exactly the scene's objects (``caption_matches``: in
+  any order, except that overlapping objects must be named back to front).
 
 Image answers of the Omni tasks are generated at the input picture's size (size tokens forced, as the nodes
 do); a missing or unfinished image scores as wrong (IoU 0, error 1 / 90 degrees). Sampling is greedy by
@@ -228,8 +230,10 @@ def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, sett
             add("consistency", cons)
         else:
             text, _ = conversation.split_response(toks, bundle.text)
-            want = truth["vqa"]["answer"] if task == "vqa" else w.caption(scene)
-            add("accuracy", w.normalise_answer(text) == w.normalise_answer(want))
+            if task == "vqa":
+                add("accuracy", w.normalise_answer(text) == w.normalise_answer(truth["vqa"]["answer"]))
+            else:
+                add("accuracy", w.caption_matches(text, scene))
     out = {k: float(np.mean(v)) for k, v in vals.items()}
     if task in ("segmentation", "detection"):
         out["overall"] = out["iou"]

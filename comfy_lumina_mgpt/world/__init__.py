@@ -8,6 +8,7 @@ from __future__ import annotations
 from .analyser import (
     DetectedObject,
     box_iou,
+    caption_matches,
     depth_accuracy,
     depth_error,
     detect_objects,
@@ -72,7 +73,7 @@ __all__ = [
     "BACKGROUND_RGB", "COLOURS", "COLOUR_RGB", "CONDITION_KINDS", "DETECTION_BOX_RGB", "MULTIVIEW_SIZES",
     "POSITIONS", "SEGMENTATION_RGB", "SHAPES", "SIZES", "WORLD_SIZES", "WORLD_TASKS", "DetectedObject",
     "Scene",
-    "WorldDataset", "WorldObject", "box_iou", "caption", "depth_accuracy", "depth_error", "detect_objects",
+    "WorldDataset", "WorldObject", "box_iou", "caption", "caption_matches", "depth_accuracy", "depth_error", "detect_objects",
     "detection_box",
     "detection_iou", "edit_scene", "edit_score", "find_detection_box", "iou", "label_components",
     "main_object",

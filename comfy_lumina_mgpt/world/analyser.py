@@ -34,6 +34,7 @@ from .scene import (
     label_components,
     nearest_position,
     object_radius,
+    parse_caption,
     shape_template,
     size_threshold,
 )
@@ -345,6 +346,35 @@ def vqa_accuracy(answers: Sequence[str], targets: Sequence[str]) -> float:
         return 0.0
     return sum(normalise_answer(a) == normalise_answer(t) for a, t in zip(answers, targets)) / len(targets)
 
+
+
+def _boxes_touch(a: WorldObject, b: WorldObject) -> bool:
+    ax0, ay0, ax1, ay1 = a.bbox
+    bx0, by0, bx1, by1 = b.bbox
+    return ax0 <= bx1 and bx0 <= ax1 and ay0 <= by1 and by0 <= ay1
+
+
+def caption_matches(text: str, scene: Scene) -> bool:
+    """Whether a caption names exactly the scene's objects (size, colour, shape, position).
+
+    Captions name objects back to front, but that order is visible only where objects overlap: for two
+    objects apart, either order describes the same picture, so only overlapping pairs must be named in
+    their depth order. Text that names no world object, or an impossible scene, does not match.
+    """
+    try:
+        named = parse_caption(text, scene.width, scene.height).objects
+    except ValueError:
+        return False
+
+    def key(o: WorldObject) -> tuple[str, str, str, str]:
+        return (o.size, o.colour, o.shape, o.position)
+
+    if Counter(map(key, named)) != Counter(map(key, scene.objects)):
+        return False
+    order = {o.name: k for k, o in enumerate(named)}
+    return all(order[back.name] < order[front.name]
+               for i, back in enumerate(scene.objects) for front in scene.objects[i + 1:]
+               if _boxes_touch(back, front))
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
     padded = np.pad(mask, 1)

@@ -264,3 +264,28 @@ def test_captions_parse_back_into_their_scenes():
         parse_caption("a photo of a cat", 48, 48)
     with pytest.raises(ValueError, match="share a position"):
         parse_caption("a large red circle on the left and a small blue square on the left", 48, 48)
+
+
+def test_caption_matches_any_order_except_where_objects_overlap():
+    from comfy_lumina_mgpt.world import caption_matches
+
+    apart = next(s for s in SCENES if len(s.objects) >= 2 and not any(
+        a.bbox[0] <= b.bbox[2] and b.bbox[0] <= a.bbox[2] and a.bbox[1] <= b.bbox[3] and b.bbox[1] <= a.bbox[3]
+        for i, a in enumerate(s.objects) for b in s.objects[i + 1:]))
+    reversed_caption = " and ".join(reversed(caption(apart).split(" and ")))
+    assert caption_matches(caption(apart), apart) and caption_matches(reversed_caption, apart)
+    assert not caption_matches(" and ".join(caption(apart).split(" and ")[:-1]), apart)  # an object missing
+    first = apart.objects[0]
+    other = next(c for c in ("red", "green", "blue", "yellow") if c != first.colour)
+    assert not caption_matches(caption(apart).replace(first.colour, other, 1), apart)  # a wrong colour
+    assert not caption_matches("a photo of a cat", apart)
+
+    for seed in range(2000):  # an overlapping pair: only the back-to-front order matches
+        s = sample_scene(seed, n_objects=2)
+        a, b = s.objects
+        if a.bbox[0] <= b.bbox[2] and b.bbox[0] <= a.bbox[2] and a.bbox[1] <= b.bbox[3] and b.bbox[1] <= a.bbox[3]:
+            break
+    else:
+        pytest.fail("no overlapping two-object scene in 2000 seeds")
+    assert caption_matches(caption(s), s)
+    assert not caption_matches(" and ".join(reversed(caption(s).split(" and "))), s)
