@@ -16,6 +16,7 @@ Suites and their ``overall``:
 * ``depth``: share of surface pixels at the right layer (``depth_accuracy``; a surface in the truth or the
   prediction counts) and the mean absolute grey-level error in [0, 1]; ``overall`` = that share.
 * ``normals``: mean angular error in degrees; ``overall`` = 1 - error / 90 (floored at 0).
+* ``pose``: F1 of the stick figures' limb pixels, within 1 px (``pose_f1``); ``overall`` = that F1.
 * ``editing``: F1 of the edited scene's objects; ``overall`` = accuracy (share of edits exactly right).
 * ``condition_to_image``: ``overall`` = share of pictures matching the caption's scene exactly.
 * ``multiview``: share of frames showing the asked object; ``overall`` = that consistency.
@@ -55,7 +56,7 @@ from .tasks import IMAGE_PLACEHOLDER, TEXT_TO_IMAGE
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "lumina_mgpt" / "lumina-mgpt-world"
-OMNI_SUITES: tuple[str, ...] = ("segmentation", "detection", "depth", "normals", "editing",
+OMNI_SUITES: tuple[str, ...] = ("segmentation", "detection", "depth", "normals", "pose", "editing",
                                 "condition_to_image", "multiview", "vqa", "caption")
 SUITES: tuple[str, ...] = ("text_to_image", *OMNI_SUITES)
 #: Largest world canvas side in size-token steps (80 px / 16 px): caps the tokens one image may take.
@@ -214,6 +215,8 @@ def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, sett
             add("layer_accuracy", 0.0 if pred is None else w.depth_accuracy(pred, targets[0]))
         elif task == "normals":
             add("error_deg", 90.0 if pred is None else w.normals_error(pred, targets[0]))
+        elif task == "pose":
+            add("f1", 0.0 if pred is None else w.pose_f1(pred, targets[0]))
         elif task == "editing":
             edited = w.Scene.from_dict(truth["editing"]["scene"])
             f1 = 0.0 if pred is None else w.edit_score(pred, edited)
@@ -243,6 +246,8 @@ def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, sett
         out["overall"] = max(0.0, 1.0 - out["error_deg"] / 90.0)
     elif task == "multiview":
         out["overall"] = out["consistency"]
+    elif task == "pose":
+        out["overall"] = out["f1"]
     else:
         out["overall"] = out["accuracy"]
     out["count"] = float(n)

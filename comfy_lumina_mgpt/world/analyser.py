@@ -298,6 +298,21 @@ def normals_error(pred: ImageLike, target: ImageLike) -> float:
     return float(np.degrees(np.arccos(cos)).mean())
 
 
+
+def pose_f1(pred: ImageLike, target: ImageLike, threshold: int = 64) -> float:
+    """F1 of the stick figures' limb pixels (any channel above ``threshold`` on black), a pixel counting as
+    found when the other map has a limb pixel within 1 px (the limbs are 1-px lines, so an exact-pixel
+    IoU would punish a line drawn one pixel off as a total miss). 1.0 when neither map has a limb."""
+    p, t = _pair(pred, target)
+    pm, tm = p.max(-1) > threshold, t.max(-1) > threshold
+    if not pm.any() and not tm.any():
+        return 1.0
+    if not pm.any() or not tm.any():
+        return 0.0
+    recall = float((_dilate1(pm) & tm).sum() / tm.sum())
+    precision = float((_dilate1(tm) & pm).sum() / pm.sum())
+    return 0.0 if recall + precision == 0 else 2 * recall * precision / (recall + precision)
+
 def box_iou(a: Sequence[int], b: Sequence[int]) -> float:
     """IoU of two inclusive pixel boxes ``(x0, y0, x1, y1)``."""
     ix = min(a[2], b[2]) - max(a[0], b[0]) + 1

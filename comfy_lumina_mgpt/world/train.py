@@ -20,7 +20,7 @@ Three stages, each resumable from ``--work`` (a finished stage is reused, so a s
 
 The result is one folder in the published layout: ``config.json``, ``model.safetensors``,
 ``tokenizer.json``, ``vqgan.yaml``, ``vqgan.safetensors``. Everything is a function of ``seed`` (torch runs
-single-threaded for it; thread count changes float summation order).
+single-threaded by default; the thread count changes float summation order).
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def assemble_folder(model: LuminaMGPT, vq: VQGAN, tokenizer_path: str | Path, ou
 
 def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
     """All three stages; finished stages found in ``cfg.work_dir`` are reused. Returns the model folder."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(cfg.threads)
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     (work / "world_train_config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")

@@ -31,6 +31,8 @@ class WorldTrainConfig:
     Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE text tokens.
     ``recon_eval`` held-out pictures measure the VQGAN's reconstructions with the analyser.
     ``max_minutes_vq`` / ``max_minutes_lm`` (0 = none) stop a stage early (saving what it has).
+    ``threads``: torch CPU threads. The default 1 makes a run repeat bit for bit (more threads sum floats in
+    another order); more are faster where cores are free.
     """
 
     out: str = DEFAULT_OUT
@@ -50,7 +52,7 @@ class WorldTrainConfig:
     lm_steps: int = 4000
     lm_batch: int = 16
     lm_lr: float = 2e-3
-    lm_extra_steps: int = 4000
+    lm_extra_steps: int = 6000
     lm_extra_lr: float = 1e-3
     lm_t2i_first: bool = True
     t2i_scenes: int = 16000
@@ -60,10 +62,11 @@ class WorldTrainConfig:
     recon_eval: int = 64
     max_minutes_vq: float = 0.0
     max_minutes_lm: float = 0.0
+    threads: int = 1
 
     def __post_init__(self) -> None:
         for name in ("vq_codes", "vq_embed_dim", "vq_steps", "vq_batch", "vq_pool", "lm_dim", "lm_layers",
-                     "lm_heads", "lm_steps", "lm_batch", "t2i_scenes", "text_vocab"):
+                     "lm_heads", "lm_steps", "lm_batch", "t2i_scenes", "text_vocab", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lm_extra_steps < 0 or self.vq_decoder_steps < 0:

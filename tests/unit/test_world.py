@@ -197,6 +197,15 @@ def test_dense_metrics():
     assert 0.0 < depth_accuracy(swapped, render_depth(s)) < 1.0
     assert normals_error(render_normals(s), render_normals(s)) < 1e-3
     assert normals_error(Image.new("RGB", s.size, (128, 128, 255)), render_normals(s)) > 5.0
+    from comfy_lumina_mgpt.world import pose_f1, render_pose
+
+    pose = render_pose(s)
+    assert pose_f1(pose, pose) == 1.0
+    assert pose_f1(Image.fromarray(np.roll(np.asarray(pose), 1, axis=0)), pose) == 1.0  # 1 px off is found
+    assert pose_f1(Image.fromarray(np.roll(np.asarray(pose), 6, axis=1)), pose) < 0.6
+    assert pose_f1(Image.new("RGB", s.size), pose) == 0.0
+    noise = np.random.default_rng(0).integers(0, 256, (s.height, s.width, 3), dtype=np.uint8)
+    assert pose_f1(noise, pose) < 0.3
 
 
 def test_detection_iou_of_own_render():
