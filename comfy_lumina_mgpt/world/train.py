@@ -52,7 +52,8 @@ from ..vqgan import VQGAN, find_vqgan_files, load_vqgan, save_vqgan
 from .dataset import WORLD_TASKS, _rng, scene_examples
 from .scene import COLOURS, POSITIONS, SHAPES, SIZES, WORLD_SIZES, caption, sample_scene, vqa_pairs
 from .train_config import DEFAULT_OUT, DEFAULT_WORK, MAX_GRID, TASK_WEIGHTS, LogFn, WorldTrainConfig
-from .vq_train import encode_pil, reconstruction_accuracy, snap_codes, train_vqgan, world_alphabet
+from .vq_train import (ALPHABET_FILE, encode_pil, load_alphabet, reconstruction_accuracy, save_alphabet,
+                       snap_codes, train_vqgan)
 
 __all__ = ["DEFAULT_OUT", "DEFAULT_WORK", "MAX_GRID", "WorldTrainConfig", "run"]
 
@@ -194,11 +195,13 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
     vq_dir = work / "vqgan"
     if (vq_dir / "DONE").is_file():
         vq = load_vqgan(*find_vqgan_files(vq_dir))
+        alphabet = load_alphabet(vq_dir / ALPHABET_FILE)
         log(f"reusing the VQGAN in {vq_dir}")
     else:
-        vq, _ = train_vqgan(cfg, log=log, folder=vq_dir)
+        vq, alphabet = train_vqgan(cfg, log=log, folder=vq_dir)
+        save_alphabet(alphabet, vq_dir / ALPHABET_FILE)
         acc = reconstruction_accuracy(vq, n=cfg.recon_eval)
-        (vq_dir / "DONE").write_text(json.dumps({"recon_overall": acc}), encoding="utf-8")
+        (vq_dir / "DONE").write_text(json.dumps({"recon_overall": acc, "seed": cfg.seed}), encoding="utf-8")
         log(f"vqgan done in {time.perf_counter() - t0:.0f}s; analyser overall on reconstructions: {acc:.3f}")
 
     tok_path = work / "tokenizer.json"
@@ -208,7 +211,6 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
 
     t1 = time.perf_counter()
     convs = world_conversations(cfg)
-    alphabet = world_alphabet(cfg)
     (work / "patch_alphabet.json").write_text(  # patch pixels named by their SHA-1, for inspection
         json.dumps({hashlib.sha1(k).hexdigest(): v for k, v in alphabet.items()}, indent=0), encoding="utf-8")
     ids, labels, buckets = tokenize_conversations(convs, bundle, max_seq_len=1024, alphabet=alphabet)

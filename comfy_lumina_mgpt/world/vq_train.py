@@ -8,6 +8,7 @@ The world is drawn on an 8-px grid, so its images are made of a few hundred dist
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -108,6 +109,28 @@ def world_alphabet(cfg: WorldTrainConfig) -> dict[bytes, int]:
     pool = vq_training_images(cfg.vq_pool, cfg.seed)
     return patch_alphabet([im for ims in pool.values() for im in ims], 8, cfg.vq_codes)
 
+
+
+#: The VQGAN folder's record of which code each world patch got: the language model must write answer
+#: images in the codes *this* VQGAN was trained on (the alphabet depends on the run's seed).
+ALPHABET_FILE = "patch_alphabet.json"
+
+
+def save_alphabet(alphabet: dict[bytes, int], path: Path) -> None:
+    """Write ``{patch pixels as hex: code}`` next to the VQGAN it was trained with."""
+    path.write_text(json.dumps({k.hex(): v for k, v in alphabet.items()}), encoding="utf-8")
+
+
+def load_alphabet(path: Path) -> dict[bytes, int]:
+    """The alphabet ``save_alphabet`` wrote.
+
+    Raises:
+        FileNotFoundError: the VQGAN folder has none (made before alphabets were saved): retrain it.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the VQGAN in {path.parent} does not say which code each "
+                                "world patch has; delete that folder (or run with --fresh) to retrain it")
+    return {bytes.fromhex(k): int(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
 
 def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path | None = None
                 ) -> tuple[VQGAN, dict[bytes, int]]:
