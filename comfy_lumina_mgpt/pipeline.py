@@ -165,13 +165,20 @@ def partial_codes(bundle: TokenizerBundle, sequence: Sequence[int]) -> Tensor | 
 
 
 @torch.no_grad()
-def encode_images(bundle: TokenizerBundle, images: Sequence[Image.Image], target: int, seed: int = 0
+def native_size(width: int, height: int, patch: int) -> tuple[int, int]:
+    """An image's own size on the patch grid ``(W, H)``: each side rounded to the nearest multiple of
+    ``patch`` (at least one patch). For models trained on their own sizes rather than a crop list."""
+    return (max(patch, round(width / patch) * patch), max(patch, round(height / patch) * patch))
+
+
+def encode_images(bundle: TokenizerBundle, images: Sequence[Image.Image], target: int | None, seed: int = 0
                   ) -> list[Tensor]:
     """Fit PIL images to the best candidate size of ``target`` and VQ-encode them -> codes ``[h, w]`` each.
 
-    The crop offsets come from ``random.Random(seed)``, drawn in image order as the official code does.
+    ``target`` None keeps each image's own size (``native_size``: resized by at most half a patch per
+    side). The crop offsets come from ``random.Random(seed)``, drawn in image order as the official code does.
     """
-    crops = unirep.crop_size_list(target, bundle.patch)
+    crops = unirep.crop_size_list(target, bundle.patch) if target is not None else []
     rng = random.Random(seed)
     device = next(bundle.vqgan.parameters()).device
     out = []
@@ -179,7 +186,7 @@ def encode_images(bundle: TokenizerBundle, images: Sequence[Image.Image], target
         if min(img.size) < bundle.patch:
             raise ValueError(f"input image is {img.size[0]}x{img.size[1]}; it must be at least "
                              f"{bundle.patch} px on each side")
-        fitted = preprocess.fit_image(img, crops, rng)
+        fitted = preprocess.fit_image(img, crops or [native_size(*img.size, bundle.patch)], rng)
         pixels = preprocess.pil_to_tensor(fitted).to(device)
         out.append(bundle.vqgan.encode(pixels)[0].cpu())
     return out

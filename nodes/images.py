@@ -13,13 +13,9 @@ from .types import LuminaTokenizer, LuminaTokens
 TARGETS = ["512", "768", "1024", "native"]
 
 
-def target_size(choice: str, bundle: TokenizerBundle, image_size: tuple[int, int]) -> int:
-    """The crop-list target: 512/768/1024, or ``native`` = the image's own scale (rounded to the patch)."""
-    if choice != "native":
-        return int(choice)
-    w, h = image_size
-    side = int((w * h) ** 0.5) // bundle.patch * bundle.patch
-    return max(side, bundle.patch)
+def target_size(choice: str) -> int | None:
+    """The crop-list target 512/768/1024, or None for ``native``: the image's own size on the patch grid."""
+    return None if choice == "native" else int(choice)
 
 
 class LuminaMGPTVQDecode(io.ComfyNode):
@@ -55,8 +51,9 @@ class LuminaMGPTVQEncode(io.ComfyNode):
                 LuminaTokenizer.Input("tokenizer", tooltip="The tokenizer bundle holding the VQGAN."),
                 io.Image.Input("image", tooltip="Images to encode (each is fitted separately)."),
                 io.Combo.Input("target", options=TARGETS, default="768",
-                               tooltip="Resolution family of the model (512/768/1024); 'native' keeps about the "
-                                       "image's own pixel count (small models)."),
+                               tooltip="Resolution family of the model (512/768/1024); 'native' keeps "
+                                       "the image's own size on the patch grid (small models such as "
+                                       "lumina-mgpt-world)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
                              tooltip="Seeds the random crop offset, as the official preprocessing does."),
             ],
@@ -66,7 +63,7 @@ class LuminaMGPTVQEncode(io.ComfyNode):
     @classmethod
     def execute(cls, tokenizer: TokenizerBundle, image, target: str, seed: int) -> io.NodeOutput:
         pil_images = image_to_pil(image)
-        size = target_size(target, tokenizer, pil_images[0].size)
+        size = target_size(target)
         codes = encode_images(tokenizer, pil_images, size, seed)
         blocks = tuple(tuple(unirep.image_block(c, tokenizer.vocab)) for c in codes)
         return io.NodeOutput(TokenBatch(blocks))

@@ -33,7 +33,8 @@ def common_inputs(needs_image: bool = True) -> list:
 def image_options() -> list:
     return [io.Combo.Input("target", options=TARGETS, default="768",
                            tooltip="Resolution family of the model (768 for the Omni checkpoint); 'native' "
-                                   "keeps about the image's own pixel count (small models).")]
+                                   "keeps the image's own size on the patch grid (small models such as "
+                                   "lumina-mgpt-world).")]
 
 
 def omni_sampler_inputs() -> list:
@@ -61,7 +62,7 @@ def same_size(codes: list) -> tuple[int, int]:
 
 def encode_inputs(tokenizer: TokenizerBundle, image: torch.Tensor, target: str, seed: int) -> list:
     pil = image_to_pil(image)
-    return pipeline.encode_images(tokenizer, pil[:1], target_size(target, tokenizer, pil[0].size), seed)
+    return pipeline.encode_images(tokenizer, pil[:1], target_size(target), seed)
 
 
 def answer_images(tokenizer: TokenizerBundle, ans: omni.Answer) -> torch.Tensor:

@@ -101,3 +101,19 @@ def test_pixel_conversions():
     assert np.asarray(tensor_to_pil(torch.full((1, 3, 1, 1), 0.99)))[0, 0, 0] == 253
     with pytest.raises(ValueError):
         tensor_to_pil(torch.zeros(4, 2, 2))
+
+
+def test_native_target_keeps_the_images_own_size():
+    from pathlib import Path
+
+    from comfy_lumina_mgpt.pipeline import encode_images, load_tokenizer_bundle, native_size
+
+    assert native_size(64, 48, 8) == (64, 48)
+    assert native_size(70, 45, 8) == (72, 48) and native_size(3, 3, 8) == (8, 8)
+    bundle = load_tokenizer_bundle(Path(__file__).resolve().parents[2] / "models" / "lumina_mgpt"
+                                   / "lumina-mgpt-world")
+    wide = Image.new("RGB", (64, 32), (240, 240, 240))  # not in the crop list of any square target
+    (native,) = encode_images(bundle, [wide], None)
+    assert tuple(native.shape) == (4, 8)  # [h, w] in 8-px VQ cells
+    (listed,) = encode_images(bundle, [wide], 64)
+    assert tuple(listed.shape) != (4, 8)  # the official crop list of 64 has 80x32, not 64x32
