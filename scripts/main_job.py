@@ -70,7 +70,7 @@ def ensure_model(models_dir: Path, workflow: dict) -> list[str]:
             return []
     demo = root / DEMO_NAME
     if not _is_model(demo):
-        say(f"model {name!r} is not bundled yet: writing a small RANDOM demo model to {demo} "
+        say(f"model {name!r} is missing from models/lumina_mgpt/: writing a small RANDOM demo model to {demo} "
             "(the picture proves the path works, not quality)")
         cmd = [sys.executable, "-m", "comfy_lumina_mgpt", "demo-model", str(demo)]
         proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL)
@@ -78,7 +78,7 @@ def ensure_model(models_dir: Path, workflow: dict) -> list[str]:
             raise SystemExit(f"[main] error: could not write the demo model ({' '.join(cmd)} exited "
                              f"{proc.returncode}); is comfy_lumina_mgpt/demo_model.py present?")
     else:
-        say(f"using the RANDOM demo model {demo} (model {name!r} is not bundled yet)")
+        say(f"using the RANDOM demo model {demo} (model {name!r} is missing)")
     sets = [f"{model_id}.model_name={DEMO_NAME}"]
     if tok_id is not None:
         sets.append(f"{tok_id}.tokenizer={MODEL_FOLDER}/{DEMO_NAME}")
