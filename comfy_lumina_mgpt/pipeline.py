@@ -178,7 +178,7 @@ def encode_images(bundle: TokenizerBundle, images: Sequence[Image.Image], target
     ``target`` None keeps each image's own size (``native_size``: resized by at most half a patch per
     side). The crop offsets come from ``random.Random(seed)``, drawn in image order as the official code does.
     """
-    crops = unirep.crop_size_list(target, bundle.patch) if target is not None else []
+    crops = unirep.crop_size_list(target, bundle.patch) if target is not None else None
     rng = random.Random(seed)
     device = next(bundle.vqgan.parameters()).device
     out = []
@@ -186,7 +186,8 @@ def encode_images(bundle: TokenizerBundle, images: Sequence[Image.Image], target
         if min(img.size) < bundle.patch:
             raise ValueError(f"input image is {img.size[0]}x{img.size[1]}; it must be at least "
                              f"{bundle.patch} px on each side")
-        fitted = preprocess.fit_image(img, crops or [native_size(*img.size, bundle.patch)], rng)
+        candidates = crops if crops is not None else [native_size(*img.size, bundle.patch)]
+        fitted = preprocess.fit_image(img, candidates, rng)
         pixels = preprocess.pil_to_tensor(fitted).to(device)
         out.append(bundle.vqgan.encode(pixels)[0].cpu())
     return out

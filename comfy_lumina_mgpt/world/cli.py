@@ -41,10 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name in ("out", "work_dir"):
             continue
         default = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
         if isinstance(default, bool):  # argparse's type=bool would read "False" as true
-            t.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=default)
+            t.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
-            t.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default)
+            t.add_argument(flag, type=type(default), default=default)
     return p
 
 

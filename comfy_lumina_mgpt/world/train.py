@@ -25,7 +25,6 @@ single-threaded by default; the thread count changes float summation order).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -211,8 +210,6 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
 
     t1 = time.perf_counter()
     convs = world_conversations(cfg)
-    (work / "patch_alphabet.json").write_text(  # patch pixels named by their SHA-1, for inspection
-        json.dumps({hashlib.sha1(k).hexdigest(): v for k, v in alphabet.items()}, indent=0), encoding="utf-8")
     ids, labels, buckets = tokenize_conversations(convs, bundle, max_seq_len=1024, alphabet=alphabet)
     counts: dict[str, int] = defaultdict(int)
     for b in buckets:
