@@ -13,7 +13,9 @@ from PIL import Image
 
 from comfy_lumina_mgpt.world import write_folder_dataset
 
-MODEL = "lumina-mgpt-world"
+# The random demo model: its samples change with any weight change. The trained world model already draws
+# the world's pictures with near-zero loss, so a 12-step LoRA may leave its samples as they were.
+MODEL = "lumina-mgpt-demo"
 LOADERS = {
     "1": {"class_type": "LuminaMGPTModelLoader", "inputs": {"model_name": MODEL, "dtype": "fp32"}},
     "2": {"class_type": "LuminaMGPTTokenizerLoader",
@@ -24,7 +26,7 @@ SAMPLING = {"cfg": 3.0, "image_top_k": 50, "image_top_p": 1.0, "image_temperatur
 
 
 @pytest.fixture(scope="module")
-def server(comfy_server, lumina_model):
+def server(comfy_server, demo_model):
     write_folder_dataset(comfy_server.input_dir / "world_t2i", n_scenes=12, seed=1)
     return comfy_server
 
