@@ -15,8 +15,9 @@ Three stages, each resumable from ``--work`` (a finished stage is reused, so a s
    byte-level BPE trained on every world prompt, caption and answer.
 3. **Lumina-mGPT** (the same ``LuminaMGPT`` class, a few layers) trained from scratch by the pack's trainer
    (``training.train``, full finetune, condition dropout for guidance) on world conversations in the official
-   format (``dataset.scene_examples``: the records ``write_world_dataset`` writes): mostly text-to-image,
-   plus every Omni task.
+   format (``dataset.scene_examples``: the records ``write_world_dataset`` writes), in three cycles:
+   text-to-image alone, then every task (mostly text-to-image), then fresh scenes weighted towards the Omni
+   tasks (``OMNI_CYCLE_WEIGHTS``).
 
 The result is one folder in the published layout: ``config.json``, ``model.safetensors``,
 ``tokenizer.json``, ``vqgan.yaml``, ``vqgan.safetensors``. Everything is a function of ``seed`` (torch runs
@@ -50,7 +51,8 @@ from ..vocab_builder import build_chameleon_tokenizer
 from ..vqgan import VQGAN, find_vqgan_files, load_vqgan, save_vqgan
 from .dataset import WORLD_TASKS, _rng, scene_examples
 from .scene import COLOURS, POSITIONS, SHAPES, SIZES, WORLD_SIZES, caption, sample_scene, vqa_pairs
-from .train_config import DEFAULT_OUT, DEFAULT_WORK, MAX_GRID, TASK_WEIGHTS, LogFn, WorldTrainConfig
+from .train_config import (DEFAULT_OUT, DEFAULT_WORK, MAX_GRID, OMNI_CYCLE_WEIGHTS, TASK_WEIGHTS, LogFn,
+                           WorldTrainConfig)
 from .vq_train import (ALPHABET_FILE, encode_pil, load_alphabet, reconstruction_accuracy, save_alphabet,
                        snap_codes, train_vqgan)
 
@@ -85,12 +87,21 @@ def build_world_tokenizer(path: str | Path, num_codes: int, text_vocab: int) -> 
 
 
 # --- language-model data ----------------------------------------------------------------------------------
-def _omni_tasks(rng: random.Random) -> str:
-    tasks = [t for t in WORLD_TASKS if t != "text_to_image"]
-    return rng.choices(tasks, [TASK_WEIGHTS[t] for t in tasks])[0]
+def _draw_task(rng: random.Random, weights: dict[str, float], omni_only: bool) -> str:
+    tasks = [t for t in WORLD_TASKS if not (omni_only and t == "text_to_image")]
+    return rng.choices(tasks, [weights[t] for t in tasks])[0]
 
 
-def world_conversations(cfg: WorldTrainConfig) -> list[tuple[str, list[str], list[Image.Image]]]:
+Conversation = tuple[str, list[str], list[Image.Image]]
+
+
+def _scene_conversations(seed: int, index: int, tasks: Sequence[str]) -> list[Conversation]:
+    scene = sample_scene(_rng(seed, index, "scene"))
+    exs, imgs, _ = scene_examples(scene, seed, index, tasks)
+    return [(ex.task, [ex.human, ex.gpt], [imgs[n] for n in ex.images]) for ex in exs]
+
+
+def world_conversations(cfg: WorldTrainConfig) -> list[Conversation]:
     """``(task, [human, gpt], images)`` examples in the official conversation form (``scene_examples``).
 
     ``t2i_scenes`` text-to-image examples (scene indices ``0..t2i_scenes-1`` of ``cfg.seed``) and, from
@@ -99,9 +110,7 @@ def world_conversations(cfg: WorldTrainConfig) -> list[tuple[str, list[str], lis
     """
     out = []
     for i in range(cfg.t2i_scenes):
-        scene = sample_scene(_rng(cfg.seed, i, "scene"))
-        exs, imgs, _ = scene_examples(scene, cfg.seed, i, ("text_to_image",))
-        out.extend((ex.task, [ex.human, ex.gpt], [imgs[n] for n in ex.images]) for ex in exs)
+        out.extend(_scene_conversations(cfg.seed, i, ("text_to_image",)))
     if cfg.omni_scenes <= 0:
         return out
     omni_total = sum(w for t, w in TASK_WEIGHTS.items() if t != "text_to_image")
@@ -111,15 +120,24 @@ def world_conversations(cfg: WorldTrainConfig) -> list[tuple[str, list[str], lis
     for k in range(cfg.omni_scenes):
         if len(out) >= cfg.t2i_scenes + n_omni:
             break
-        i = cfg.t2i_scenes + k
-        scene = sample_scene(_rng(cfg.seed, i, "scene"))
-        tasks = sorted({_omni_tasks(rng) for _ in range(per_scene)})
-        exs, imgs, _ = scene_examples(scene, cfg.seed, i, tasks)
-        out.extend((ex.task, [ex.human, ex.gpt], [imgs[n] for n in ex.images]) for ex in exs)
+        tasks = sorted({_draw_task(rng, TASK_WEIGHTS, omni_only=True) for _ in range(per_scene)})
+        out.extend(_scene_conversations(cfg.seed, cfg.t2i_scenes + k, tasks))
     return out
 
 
-def tokenize_conversations(convs: Sequence[tuple[str, list[str], list[Image.Image]]], bundle: TokenizerBundle,
+def omni_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3) -> list[Conversation]:
+    """The third cycle's examples: ``omni_cycle_scenes`` scenes after the first two cycles' (so none is seen
+    before), each with the distinct tasks of ``draws_per_scene`` draws from ``OMNI_CYCLE_WEIGHTS``."""
+    rng = random.Random(f"lumina-world-omni-cycle:{cfg.seed}")
+    first = cfg.t2i_scenes + cfg.omni_scenes
+    out = []
+    for k in range(cfg.omni_cycle_scenes):
+        tasks = sorted({_draw_task(rng, OMNI_CYCLE_WEIGHTS, omni_only=False) for _ in range(draws_per_scene)})
+        out.extend(_scene_conversations(cfg.seed, first + k, tasks))
+    return out
+
+
+def tokenize_conversations(convs: Sequence[Conversation], bundle: TokenizerBundle,
                            max_seq_len: int, alphabet: dict[bytes, int] | None = None
                            ) -> tuple[list[list[int]], list[list[int]], list[str]]:
     """``(ids, labels, buckets)`` of each conversation (``conversation.build_training_example``).
@@ -230,44 +248,55 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
                                                     buckets=None, vocab=vocab)
         log(f"stage 1 (text-to-image only): {len(keep)} sequences")
     model = init_lm(cfg, vocab.vocab_size)
-    lm_dir = work / "lm"
     tcfg = TrainConfig(lr=cfg.lm_lr, betas=(0.9, 0.95), weight_decay=0.05,
                        warmup_steps=min(100, cfg.lm_steps // 10),
                        max_steps=cfg.lm_steps, min_lr_ratio=0.05, grad_clip=1.0, batch_size=cfg.lm_batch,
                        z_loss_weight=1e-5, dropout=0.0, cfg_drop_prob=cfg.cfg_drop_prob, bf16=False,
                        gradient_checkpointing=False, seed=cfg.seed, save_every=100, keep_last=1,
                        log_every=10**9,
-                       lora=None, max_seq_len=1024, bucket_window=50, output_dir=str(lm_dir))
-    deadline = time.perf_counter() + 60 * cfg.max_minutes_lm if cfg.max_minutes_lm > 0 else math.inf
-    t2 = time.perf_counter()
-    ema: list[float] = []
+                       lora=None, max_seq_len=1024, bucket_window=50, output_dir=str(work / "lm"))
 
-    def on_step(step: int, total: int, metrics: dict[str, float]) -> None:
-        ema.append(metrics["ce"])
-        if step % 25 == 0 or step == total:
-            recent = sum(ema[-25:]) / len(ema[-25:])
-            log(f"lm step {step}/{total} ce {recent:.4f} lr {metrics['lr']:.2e} "
-                f"({time.perf_counter() - t2:.0f}s)")
+    def cycle(model: LuminaMGPT, data: TokenDataset, tc: TrainConfig, name: str) -> tuple[LuminaMGPT, bool]:
+        """One warm-up + cosine cycle into ``tc.output_dir`` (resumed from its last checkpoint if any).
+        Returns the model and whether the cycle ran to its end (not stopped by ``max_minutes_lm``)."""
+        deadline = time.perf_counter() + 60 * cfg.max_minutes_lm if cfg.max_minutes_lm > 0 else math.inf
+        t_start, ema = time.perf_counter(), []
 
-    resume = True if any(lm_dir.glob("step-*")) else None
-    result = train(model, first_dataset, tcfg, on_step=on_step,
-                   should_stop=lambda: time.perf_counter() > deadline, resume_from=resume)
-    log(f"lm: {result.step} steps in {time.perf_counter() - t2:.0f}s")
-    model = result.model
-    if cfg.lm_extra_steps > 0 and not result.stopped_early:
+        def on_step(step: int, total: int, metrics: dict[str, float]) -> None:
+            ema.append(metrics["ce"])
+            if step % 25 == 0 or step == total:
+                recent = sum(ema[-25:]) / len(ema[-25:])
+                log(f"lm step {step}/{total} ce {recent:.4f} lr {metrics['lr']:.2e} "
+                    f"({time.perf_counter() - t_start:.0f}s)")
+
+        resume = True if any(Path(tc.output_dir).glob("step-*")) else None
+        result = train(model, data, tc, on_step=on_step, should_stop=lambda: time.perf_counter() > deadline,
+                       resume_from=resume)
+        log(f"{name}: {result.step} steps in {time.perf_counter() - t_start:.0f}s")
+        return result.model, not result.stopped_early
+
+    model, finished = cycle(model, first_dataset, tcfg, "lm")
+    if cfg.lm_extra_steps > 0 and finished:
         # Stage 2: a second warm-up + cosine cycle at a lower peak, on every task. The binding of colour and
         # shape words to the cells an object covers is learnt late (after a plateau at ~2000 steps), when the
         # first cycle's rate is already decaying; the second cycle finishes it and learns the Omni tasks.
-        extra_dir = work / "lm2"
         tcfg2 = replace(tcfg, lr=cfg.lm_extra_lr, warmup_steps=min(100, cfg.lm_extra_steps // 10),
-                        max_steps=cfg.lm_extra_steps, seed=cfg.seed + 1, output_dir=str(extra_dir))
-        deadline = time.perf_counter() + 60 * cfg.max_minutes_lm if cfg.max_minutes_lm > 0 else math.inf
-        t2, ema[:] = time.perf_counter(), []
-        resume = True if any(extra_dir.glob("step-*")) else None
-        result = train(model, dataset, tcfg2, on_step=on_step,
-                       should_stop=lambda: time.perf_counter() > deadline, resume_from=resume)
-        log(f"lm stage 2: {result.step} steps in {time.perf_counter() - t2:.0f}s")
-        model = result.model
+                        max_steps=cfg.lm_extra_steps, seed=cfg.seed + 1, output_dir=str(work / "lm2"))
+        model, finished = cycle(model, dataset, tcfg2, "lm stage 2")
+    if cfg.lm_omni_steps > 0 and finished:
+        # Stage 3: fresh scenes weighted towards the Omni tasks the second cycle leaves weak (those that copy
+        # the input picture, and the text answers), text-to-image kept in.
+        t3 = time.perf_counter()
+        ids3, labels3, buckets3 = tokenize_conversations(omni_cycle_conversations(cfg), bundle,
+                                                         max_seq_len=1024, alphabet=alphabet)
+        counts3: dict[str, int] = defaultdict(int)
+        for b in buckets3:
+            counts3[b] += 1
+        log(f"stage 3: {len(ids3)} sequences ({dict(counts3)}), tokenised in {time.perf_counter() - t3:.0f}s")
+        tcfg3 = replace(tcfg, lr=cfg.lm_omni_lr, warmup_steps=min(100, cfg.lm_omni_steps // 10),
+                        max_steps=cfg.lm_omni_steps, seed=cfg.seed + 2, output_dir=str(work / "lm3"))
+        model, _ = cycle(model, TokenDataset.from_sequences(ids3, labels3, buckets=None, vocab=vocab), tcfg3,
+                         "lm stage 3")
     folder = assemble_folder(model, vq, tok_path, cfg.out)
     log(f"wrote {folder} ({_folder_mb(folder):.1f} MB) in {time.perf_counter() - t0:.0f}s total")
     return folder

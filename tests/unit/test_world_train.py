@@ -20,7 +20,7 @@ def tiny_config(tmp_path) -> WorldTrainConfig:
                             vq_embed_dim=4, vq_steps=2, vq_decoder_steps=2, vq_batch=2,
                             vq_pool=12, lm_dim=32, lm_layers=1,
                             lm_heads=2, lm_steps=3, lm_extra_steps=2, lm_batch=2, t2i_scenes=6, omni_scenes=3,
-                            text_vocab=60,
+                            lm_omni_steps=2, omni_cycle_scenes=2, text_vocab=60,
                             recon_eval=2)
 
 
@@ -44,6 +44,7 @@ def test_world_train_writes_a_loadable_folder(trained_folder):
     assert model.config.vocab_size == bundle.vocab.vocab_size
     assert any(line.startswith("lm: 3 steps") for line in logs)
     assert any(line.startswith("lm stage 2: 2 steps") for line in logs)
+    assert any(line.startswith("lm stage 3: 2 steps") for line in logs)
     # the curriculum: stage 1 trains on the 6 text-to-image sequences only, stage 2 on all of them
     total = next(int(line.split()[0]) for line in logs if line.endswith("s") and "training sequences" in line)
     assert "stage 1 (text-to-image only): 6 sequences" in logs and total > 6
@@ -60,13 +61,31 @@ def test_curriculum_needs_a_second_cycle_and_cli_can_turn_it_off(tmp_path):
     assert parse(["train", "--no-lm-t2i-first", "--lm-extra-steps", "0"]).lm_t2i_first is False
 
 
+def test_third_cycle_draws_fresh_scenes_weighted_to_the_omni_tasks():
+    from collections import Counter
+
+    from comfy_lumina_mgpt.world.train import omni_cycle_conversations, world_conversations
+
+    cfg = WorldTrainConfig(t2i_scenes=30, omni_scenes=10, omni_cycle_scenes=60)
+    earlier = {turns[0] + turns[1] for _, turns, _ in world_conversations(cfg)}
+    third = omni_cycle_conversations(cfg)
+    assert not earlier & {turns[0] + turns[1] for task, turns, _ in third if task == "text_to_image"}
+    counts = Counter(task for task, _, _ in third)
+    assert counts["editing"] > counts["pose"] and counts["text_to_image"] > 0
+    assert len(third) > 2 * cfg.omni_cycle_scenes  # about 2.6 distinct tasks of 3 draws per scene
+    assert omni_cycle_conversations(cfg)[5][1] == third[5][1]  # a function of the seed
+    with pytest.raises(ValueError, match="omni_cycle_scenes"):
+        WorldTrainConfig(omni_cycle_scenes=0)
+    assert WorldTrainConfig(omni_cycle_scenes=0, lm_omni_steps=0).lm_omni_steps == 0
+
+
 def test_world_train_reuses_finished_stages(trained_folder, tmp_path):
     from safetensors.torch import load_file
 
     folder, _ = trained_folder
     work = folder.parent / "work"
     assert (work / "vqgan" / "DONE").is_file()
-    assert any(work.glob("lm/step-*")) and any(work.glob("lm2/step-*"))
+    assert all(any(work.glob(f"{stage}/step-*")) for stage in ("lm", "lm2", "lm3"))
     before = load_file(folder / "model.safetensors")
     logs: list[str] = []
     run(tiny_config(folder.parent), log=logs.append)  # every stage is found finished: nothing retrains

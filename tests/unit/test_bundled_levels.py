@@ -1,0 +1,33 @@
+"""The shipped world model keeps the levels the README states, measured by the README's own command."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from comfy_lumina_mgpt.evaluation import BUNDLED_LEVELS, DEFAULT_MODEL, SUITES, main, missed_levels
+
+
+def test_missed_levels_names_each_suite_under_its_level():
+    results = {"text_to_image": {"overall": 0.95}, "editing": {"overall": 0.05}, "vqa": {"overall": 0.35}}
+    assert missed_levels(results) == ["editing 0.05 < 0.10"]
+    assert set(BUNDLED_LEVELS) == set(SUITES)
+
+
+@pytest.mark.slow
+def test_bundled_model_meets_every_stated_level(capsys):
+    """``python -m comfy_lumina_mgpt eval --suite world`` on the shipped weights (about a minute on one core):
+    every suite at or above its stated level, and the command says so."""
+    assert (DEFAULT_MODEL / "model.safetensors").is_file(), "the bundled model is missing"
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--suite", "world"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: float(line.split()[-1]) for line in out.splitlines()
+            if line.split() and line.split()[0] in SUITES and line.split()[1] == "overall"}
+    assert set(rows) == set(SUITES)
+    missed = missed_levels({suite: {"overall": value} for suite, value in rows.items()})
+    assert not missed, f"the shipped model misses its stated levels: {missed}"
+    assert out.rstrip().endswith("stated levels (README): every one met")
