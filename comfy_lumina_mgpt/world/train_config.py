@@ -34,10 +34,11 @@ class WorldTrainConfig:
     LM: ``lm_dim`` hidden size, ``lm_layers`` layers, ``lm_heads`` heads, ``lm_steps`` steps of ``lm_batch``
     sequences at ``lm_lr``, then ``lm_extra_steps`` more in a second cycle peaking at ``lm_extra_lr`` (0 = no
     second cycle), then ``lm_omni_steps`` in a third cycle peaking at ``lm_omni_lr`` (0 = none) on
-    ``omni_cycle_scenes`` fresh scenes whose tasks are drawn with ``OMNI_CYCLE_WEIGHTS``. With ``lm_t2i_first`` (a curriculum) the first cycle sees only the text-to-image
-    sequences and the second all of them; otherwise both see everything. Data from ``t2i_scenes``
-    text-to-image scenes and ``omni_scenes`` scenes whose
-    Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE text tokens.
+    ``omni_cycle_scenes`` fresh scenes whose tasks are drawn with ``OMNI_CYCLE_WEIGHTS``. With
+    ``lm_t2i_first`` (a curriculum) the first cycle sees only the text-to-image sequences and the second all
+    of them; otherwise both see everything. Data of the first two cycles: ``t2i_scenes`` text-to-image scenes
+    and ``omni_scenes`` scenes whose Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE
+    text tokens.
     ``recon_eval`` held-out pictures measure the VQGAN's reconstructions with the analyser.
     ``max_minutes_vq`` / ``max_minutes_lm`` (0 = none) stop a stage early (saving what it has).
     ``threads``: torch CPU threads. The default 1 makes a run repeat bit for bit (more threads sum floats in
