@@ -8,8 +8,9 @@ Three stages, each resumable from ``--work`` (a finished stage is reused, so a s
    trained on world renders of every task target (pictures, segmentation / depth / normal / pose maps,
    detection boxes, multiview frames) with L1 + MSE reconstruction and a *supervised codebook*: the world
    is drawn on the 8-px grid, so its images are made of a few hundred distinct patches, each given its own
-   code (``patch_alphabet``); the encoder learns to hit that code, the decoder to draw it. The language model writes answer images in those codes (``snap_codes``); input
-   images keep whatever the encoder gives, as at inference.
+   code (``patch_alphabet``); the encoder learns to hit that code, the decoder to draw it. The language
+   model writes answer images in those codes (``snap_codes``); input images keep whatever the encoder
+   gives, as at inference.
 2. **Tokenizer**: ``vocab_builder.build_chameleon_tokenizer`` with one ``IMGIMG…`` token per VQGAN code, the
    official special-token names (size-token unit = 2 x 8 px = 16 px, so 80 px = 5 size steps), and a small
    byte-level BPE trained on every world prompt, caption and answer.
