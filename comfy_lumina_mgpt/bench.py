@@ -1,7 +1,8 @@
 """``python -m comfy_lumina_mgpt bench``: throughput numbers on this machine, no download needed.
 
 ``--train``: optimizer steps of a small random model on synthetic token sequences through the real trainer
-(``training.train``), reported as tokens per second. ``--sample``: text-to-image decoding tokens/s with guidance (see ``bench_sample``).
+(``training.train``), reported as tokens per second. ``--sample``: text-to-image decoding tokens/s with
+guidance (see ``bench_sample``).
 Each benchmark is a function ``(args) -> dict`` registered in ``BENCHES``; ``main`` runs the selected ones and
 prints one line each.
 """

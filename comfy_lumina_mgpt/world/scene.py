@@ -6,8 +6,8 @@ fact a caption states (colour, shape, size, position, count) can be read back ex
 cell, a large one a 2 x 2 block, each with a 1-px gap at its top-left) at the block nearest their position's
 anchor: every picture is then made of a small alphabet of patches that a small VQGAN reproduces exactly and a
 small language model can learn to place. Sampling rejects scenes whose objects would be ambiguous: two
-objects of the same colour and shape, two objects in the same position region, an object hidden by more than ``max_occlusion`` of its area,
-or two objects of the same colour touching.
+objects of the same colour and shape, two objects in the same position region, an object hidden by more
+than ``max_occlusion`` of its area, or two objects of the same colour touching.
 
 All geometry is in pixels; an object of radius ``r`` centred on integer ``(cx, cy)`` covers the inclusive box
 ``[cx - r, cx + r] x [cy - r, cy + r]`` (side ``2r + 1``) for every shape.
