@@ -93,16 +93,17 @@ def _draw_task(rng: random.Random, weights: dict[str, float], omni_only: bool) -
     return rng.choices(tasks, [weights[t] for t in tasks])[0]
 
 
-Conversation = tuple[str, list[str], list[Image.Image]]
+#: ``(task, [human message, answer], images in placeholder order)``: one training conversation.
+TaskConversation = tuple[str, list[str], list[Image.Image]]
 
 
-def _scene_conversations(seed: int, index: int, tasks: Sequence[str]) -> list[Conversation]:
+def _scene_conversations(seed: int, index: int, tasks: Sequence[str]) -> list[TaskConversation]:
     scene = sample_scene(_rng(seed, index, "scene"))
     exs, imgs, _ = scene_examples(scene, seed, index, tasks)
     return [(ex.task, [ex.human, ex.gpt], [imgs[n] for n in ex.images]) for ex in exs]
 
 
-def world_conversations(cfg: WorldTrainConfig) -> list[Conversation]:
+def world_conversations(cfg: WorldTrainConfig) -> list[TaskConversation]:
     """``(task, [human, gpt], images)`` examples in the official conversation form (``scene_examples``).
 
     ``t2i_scenes`` text-to-image examples (scene indices ``0..t2i_scenes-1`` of ``cfg.seed``) and, from
@@ -126,7 +127,7 @@ def world_conversations(cfg: WorldTrainConfig) -> list[Conversation]:
     return out
 
 
-def omni_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3) -> list[Conversation]:
+def omni_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3) -> list[TaskConversation]:
     """The third cycle's examples: ``omni_cycle_scenes`` scenes after the first two cycles' (so none is seen
     before), each with the distinct tasks of ``draws_per_scene`` draws from ``OMNI_CYCLE_WEIGHTS``."""
     rng = random.Random(f"lumina-world-omni-cycle:{cfg.seed}")
@@ -138,7 +139,7 @@ def omni_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3) ->
     return out
 
 
-def tokenize_conversations(convs: Sequence[Conversation], bundle: TokenizerBundle,
+def tokenize_conversations(convs: Sequence[TaskConversation], bundle: TokenizerBundle,
                            max_seq_len: int, alphabet: dict[bytes, int] | None = None
                            ) -> tuple[list[list[int]], list[list[int]], list[str]]:
     """``(ids, labels, buckets)`` of each conversation (``conversation.build_training_example``).
