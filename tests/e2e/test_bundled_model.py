@@ -110,3 +110,32 @@ def test_task_node_answers_as_the_engine_does(server, workflow, task, prompt):
     engine = ((decode_codes(bundle, ans.images[0])[0] + 1) * 127.5).round().permute(1, 2, 0).byte().numpy()
     assert node_image.size == (64, 48)
     assert np.abs(np.asarray(node_image, dtype=np.int16) - engine.astype(np.int16)).max() <= 1
+
+
+def test_chat_node_answers_as_the_engine_does(server):
+    """The chat workflow's two answers (a question about the picture, then a follow-up that relies on the
+    conversation carried between the nodes) are the engine's greedy answers to the same two turns."""
+    import torch
+
+    from comfy_lumina_mgpt import omni
+    from comfy_lumina_mgpt.conversation import Conversation
+    from comfy_lumina_mgpt.model.loading import load_model
+    from comfy_lumina_mgpt.pipeline import encode_images, load_tokenizer_bundle
+    from comfy_lumina_mgpt.sampling.settings import SamplerConfig
+
+    graph = reseed(load_workflow("chat"))
+    result = server.run(graph, timeout=300)
+    assert result.ok, result.error
+    node_answers = [result.executed[node]["text"][0] for node in ("5", "7")]
+
+    bundle = load_tokenizer_bundle(BUNDLED_MODEL)
+    model = load_model(BUNDLED_MODEL, dtype="fp32").eval()
+    with Image.open(REPO / "workflows" / "inputs" / EXAMPLE_IMAGE) as example:
+        codes = encode_images(bundle, [example.convert("RGB")], None)
+    settings = SamplerConfig(cfg_scale=1.0, image_top_k=1, text_top_k=1, max_new_tokens=256)
+    first = omni.ask(model, bundle, Conversation(), omni.user_message("vqa", graph["4"]["inputs"]["message"]),
+                     codes, settings, generator=torch.Generator().manual_seed(0))
+    second = omni.ask(model, bundle, first.conversation, omni.user_message("chat", graph["6"]["inputs"]["message"]),
+                      [], settings, generator=torch.Generator().manual_seed(0))
+    assert node_answers == [first.text.strip(), second.text.strip()]
+    assert all(node_answers), node_answers
