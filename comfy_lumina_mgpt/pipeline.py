@@ -164,13 +164,13 @@ def partial_codes(bundle: TokenizerBundle, sequence: Sequence[int]) -> Tensor | 
     return vocab.id_to_code(grid)
 
 
-@torch.no_grad()
 def native_size(width: int, height: int, patch: int) -> tuple[int, int]:
     """An image's own size on the patch grid ``(W, H)``: each side rounded to the nearest multiple of
     ``patch`` (at least one patch). For models trained on their own sizes rather than a crop list."""
     return (max(patch, round(width / patch) * patch), max(patch, round(height / patch) * patch))
 
 
+@torch.no_grad()
 def encode_images(bundle: TokenizerBundle, images: Sequence[Image.Image], target: int | None, seed: int = 0
                   ) -> list[Tensor]:
     """Fit PIL images to the best candidate size of ``target`` and VQ-encode them -> codes ``[h, w]`` each.

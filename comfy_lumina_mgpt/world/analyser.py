@@ -298,7 +298,6 @@ def normals_error(pred: ImageLike, target: ImageLike) -> float:
     return float(np.degrees(np.arccos(cos)).mean())
 
 
-
 def pose_f1(pred: ImageLike, target: ImageLike, threshold: int = 64) -> float:
     """F1 of the stick figures' limb pixels (any channel above ``threshold`` on black), a pixel counting as
     found when the other map has a limb pixel within 1 px (the limbs are 1-px lines, so an exact-pixel
@@ -360,7 +359,6 @@ def vqa_accuracy(answers: Sequence[str], targets: Sequence[str]) -> float:
     if not targets:
         return 0.0
     return sum(normalise_answer(a) == normalise_answer(t) for a, t in zip(answers, targets)) / len(targets)
-
 
 
 def _boxes_touch(a: WorldObject, b: WorldObject) -> bool:

@@ -33,7 +33,7 @@ import math
 import random
 import shutil
 import time
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -231,10 +231,7 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
     t1 = time.perf_counter()
     convs = world_conversations(cfg)
     ids, labels, buckets = tokenize_conversations(convs, bundle, max_seq_len=1024, alphabet=alphabet)
-    counts: dict[str, int] = defaultdict(int)
-    for b in buckets:
-        counts[b] += 1
-    log(f"{len(ids)} training sequences ({dict(counts)}), {sum(map(len, ids))} tokens, "
+    log(f"{len(ids)} training sequences ({dict(Counter(buckets))}), {sum(map(len, ids))} tokens, "
         f"tokenised in {time.perf_counter() - t1:.0f}s")
 
     from ..training import TokenDataset, TrainConfig, train
@@ -291,10 +288,8 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
         t3 = time.perf_counter()
         ids3, labels3, buckets3 = tokenize_conversations(omni_cycle_conversations(cfg), bundle,
                                                          max_seq_len=1024, alphabet=alphabet)
-        counts3: dict[str, int] = defaultdict(int)
-        for b in buckets3:
-            counts3[b] += 1
-        log(f"stage 3: {len(ids3)} sequences ({dict(counts3)}), tokenised in {time.perf_counter() - t3:.0f}s")
+        log(f"stage 3: {len(ids3)} sequences ({dict(Counter(buckets3))}), "
+            f"tokenised in {time.perf_counter() - t3:.0f}s")
         tcfg3 = replace(tcfg, lr=cfg.lm_omni_lr, warmup_steps=min(100, cfg.lm_omni_steps // 10),
                         max_steps=cfg.lm_omni_steps, seed=cfg.seed + 2, output_dir=str(work / "lm3"))
         model, _ = cycle(model, TokenDataset.from_sequences(ids3, labels3, buckets=None, vocab=vocab), tcfg3,

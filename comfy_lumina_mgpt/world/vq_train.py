@@ -110,7 +110,6 @@ def world_alphabet(cfg: WorldTrainConfig) -> dict[bytes, int]:
     return patch_alphabet([im for ims in pool.values() for im in ims], 8, cfg.vq_codes)
 
 
-
 #: The VQGAN folder's record of which code each world patch got: the language model must write answer
 #: images in the codes *this* VQGAN was trained on (the alphabet depends on the run's seed).
 ALPHABET_FILE = "patch_alphabet.json"
@@ -131,6 +130,7 @@ def load_alphabet(path: Path) -> dict[bytes, int]:
         raise FileNotFoundError(f"{path} is missing: the VQGAN in {path.parent} does not say which code each "
                                 "world patch has; delete that folder (or run with --fresh) to retrain it")
     return {bytes.fromhex(k): int(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+
 
 def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path | None = None
                 ) -> tuple[VQGAN, dict[bytes, int]]:

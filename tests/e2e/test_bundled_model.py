@@ -24,7 +24,6 @@ def load_workflow(name: str) -> dict:
     return json.loads((WORKFLOWS / f"{name}.json").read_text())
 
 
-
 def saved_pngs(server, result) -> list[Image.Image]:
     images = []
     for output in result.executed.values():
@@ -69,6 +68,31 @@ def test_text_to_image_workflows_draw_their_prompt(server, name):
     assert scores["overall"] == 1.0, scores
 
 
+@pytest.fixture(scope="module")
+def engine():
+    """``(model, bundle, codes of the example picture)``: the bundled model driven without ComfyUI, the way
+    the world benchmark drives it (greedy, cfg 1, the picture at its own size)."""
+    from comfy_lumina_mgpt.model.loading import load_model
+    from comfy_lumina_mgpt.pipeline import encode_images, load_tokenizer_bundle
+
+    bundle = load_tokenizer_bundle(BUNDLED_MODEL)
+    model = load_model(BUNDLED_MODEL, dtype="fp32").eval()
+    with Image.open(REPO / "workflows" / "inputs" / EXAMPLE_IMAGE) as example:
+        codes = encode_images(bundle, [example.convert("RGB")], None)
+    return model, bundle, codes
+
+
+def engine_answer(engine, history, message: str, codes: list, **settings):
+    """The engine's greedy answer (``omni.Answer``) to one more user turn."""
+    import torch
+
+    from comfy_lumina_mgpt import omni
+    from comfy_lumina_mgpt.sampling.settings import SamplerConfig
+
+    model, bundle, _ = engine
+    config = SamplerConfig(cfg_scale=1.0, image_top_k=1, text_top_k=1, **settings)
+    return omni.ask(model, bundle, history, message, codes, config, generator=torch.Generator().manual_seed(0))
+
 
 @pytest.mark.parametrize("workflow,task,prompt", [
     ("segmentation", "segmentation", ""),
@@ -76,17 +100,13 @@ def test_text_to_image_workflows_draw_their_prompt(server, name):
     ("detection", "detection", "red square"),
     ("image_editing", "editing", "Change the red square to green."),
 ])
-def test_task_node_answers_as_the_engine_does(server, workflow, task, prompt):
+def test_task_node_answers_as_the_engine_does(server, engine, workflow, task, prompt):
     """The node's picture (its workflow's first SaveImage, node "5") is the engine's greedy answer to the same
     task prompt on the same picture (what the world benchmark scores), so the benchmark's levels hold for the
     node."""
-    import torch
-
     from comfy_lumina_mgpt import omni
     from comfy_lumina_mgpt.conversation import Conversation
-    from comfy_lumina_mgpt.model.loading import load_model
-    from comfy_lumina_mgpt.pipeline import decode_codes, encode_images, load_tokenizer_bundle
-    from comfy_lumina_mgpt.sampling.settings import SamplerConfig
+    from comfy_lumina_mgpt.pipeline import decode_codes
 
     graph = reseed(load_workflow(workflow))
     task_inputs = graph["4"]["inputs"]
@@ -98,44 +118,30 @@ def test_task_node_answers_as_the_engine_does(server, workflow, task, prompt):
     data = server.view(item["filename"], item.get("subfolder", ""), item.get("type", "output"))
     node_image = Image.open(io.BytesIO(data)).convert("RGB")
 
-    bundle = load_tokenizer_bundle(BUNDLED_MODEL)
-    model = load_model(BUNDLED_MODEL, dtype="fp32").eval()
-    with Image.open(REPO / "workflows" / "inputs" / EXAMPLE_IMAGE) as example:
-        codes = encode_images(bundle, [example.convert("RGB")], None)
+    _, bundle, codes = engine
     h_lat, w_lat = codes[0].shape
-    settings = SamplerConfig(cfg_scale=1.0, image_top_k=1, text_top_k=1, max_new_tokens=1024, force_images=1,
-                             force_size=(h_lat // 2, w_lat // 2))
-    ans = omni.ask(model, bundle, Conversation(), omni.user_message(task, prompt), codes, settings,
-                   generator=torch.Generator().manual_seed(0))
-    engine = ((decode_codes(bundle, ans.images[0])[0] + 1) * 127.5).round().permute(1, 2, 0).byte().numpy()
+    ans = engine_answer(engine, Conversation(), omni.user_message(task, prompt), codes, max_new_tokens=1024,
+                        force_images=1, force_size=(h_lat // 2, w_lat // 2))
+    answer = ((decode_codes(bundle, ans.images[0])[0] + 1) * 127.5).round().permute(1, 2, 0).byte().numpy()
     assert node_image.size == (64, 48)
-    assert np.abs(np.asarray(node_image, dtype=np.int16) - engine.astype(np.int16)).max() <= 1
+    assert np.abs(np.asarray(node_image, dtype=np.int16) - answer.astype(np.int16)).max() <= 1
 
 
-def test_chat_node_answers_as_the_engine_does(server):
+def test_chat_node_answers_as_the_engine_does(server, engine):
     """The chat workflow's two answers (a question about the picture, then a follow-up that relies on the
     conversation carried between the nodes) are the engine's greedy answers to the same two turns."""
-    import torch
-
     from comfy_lumina_mgpt import omni
     from comfy_lumina_mgpt.conversation import Conversation
-    from comfy_lumina_mgpt.model.loading import load_model
-    from comfy_lumina_mgpt.pipeline import encode_images, load_tokenizer_bundle
-    from comfy_lumina_mgpt.sampling.settings import SamplerConfig
 
     graph = reseed(load_workflow("chat"))
     result = server.run(graph, timeout=300)
     assert result.ok, result.error
     node_answers = [result.executed[node]["text"][0] for node in ("5", "7")]
 
-    bundle = load_tokenizer_bundle(BUNDLED_MODEL)
-    model = load_model(BUNDLED_MODEL, dtype="fp32").eval()
-    with Image.open(REPO / "workflows" / "inputs" / EXAMPLE_IMAGE) as example:
-        codes = encode_images(bundle, [example.convert("RGB")], None)
-    settings = SamplerConfig(cfg_scale=1.0, image_top_k=1, text_top_k=1, max_new_tokens=256)
-    first = omni.ask(model, bundle, Conversation(), omni.user_message("vqa", graph["4"]["inputs"]["message"]),
-                     codes, settings, generator=torch.Generator().manual_seed(0))
-    second = omni.ask(model, bundle, first.conversation, omni.user_message("chat", graph["6"]["inputs"]["message"]),
-                      [], settings, generator=torch.Generator().manual_seed(0))
+    _, _, codes = engine
+    first = engine_answer(engine, Conversation(), omni.user_message("vqa", graph["4"]["inputs"]["message"]),
+                          codes, max_new_tokens=256)
+    second = engine_answer(engine, first.conversation, omni.user_message("chat", graph["6"]["inputs"]["message"]),
+                           [], max_new_tokens=256)
     assert node_answers == [first.text.strip(), second.text.strip()]
     assert all(node_answers), node_answers
