@@ -24,6 +24,10 @@ Suites and their ``overall``:
 * ``caption``: ``overall`` = share of captions naming exactly the scene's objects (``caption_matches``: in
   any order, except that overlapping objects must be named back to front).
 
+Where the model folder has the world VQGAN's ``patch_alphabet.json`` (``world train`` writes it), each
+image-answer suite also reports ``decoder_ceiling``: its ``overall`` had the language model written every
+answer's exact codes (``decoder_ceilings``), which separates the decoder's errors from the model's.
+
 Image answers of the Omni tasks are generated at the input picture's size (size tokens forced, as the nodes
 do); a missing or unfinished image scores as wrong (IoU 0, error 1 / 90 degrees). Sampling is greedy by
 default (``--image-top-k 1``) without guidance (``--cfg 1``; chosen on seed 1 from 1 / 1.5 / 2 / 3, where the
@@ -59,6 +63,8 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "lumina_mgpt" /
 OMNI_SUITES: tuple[str, ...] = ("segmentation", "detection", "depth", "normals", "pose", "editing",
                                 "condition_to_image", "multiview", "vqa", "caption")
 SUITES: tuple[str, ...] = ("text_to_image", *OMNI_SUITES)
+#: The Omni suites whose answer is an image (the others answer in text).
+IMAGE_ANSWER_SUITES: tuple[str, ...] = OMNI_SUITES[:-2]
 #: Largest world canvas side in size-token steps (80 px / 16 px): caps the tokens one image may take.
 MAX_WORLD_GRID = 5
 #: What the bundled model promises on the default benchmark (seed 0, 100 / 40 prompts, greedy, cfg 1): the
@@ -208,36 +214,10 @@ def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, sett
         n_in = ex.human.count(IMAGE_PLACEHOLDER)
         targets = [imgs[name] for name in ex.images[n_in:]]
         preds = _images_of(bundle, toks)
-        pred = preds[0] if preds else None
         if examples is not None and k == 0:
             examples.append(_omni_example(task, ex, imgs, n_in, preds, toks, bundle))
-        if task == "segmentation":
-            add("iou", 0.0 if pred is None else w.segmentation_iou(pred, targets[0]))
-        elif task == "detection":
-            iou = 0.0 if pred is None else w.detection_iou(pred, truth["detection"]["box"])
-            add("iou", iou)
-            add("acc@0.5", iou >= 0.5)
-        elif task == "depth":
-            add("error", 1.0 if pred is None else w.depth_error(pred, targets[0]))
-            add("layer_accuracy", 0.0 if pred is None else w.depth_accuracy(pred, targets[0]))
-        elif task == "normals":
-            add("error_deg", 90.0 if pred is None else w.normals_error(pred, targets[0]))
-        elif task == "pose":
-            add("f1", 0.0 if pred is None else w.pose_f1(pred, targets[0]))
-        elif task == "editing":
-            edited = w.Scene.from_dict(truth["editing"]["scene"])
-            f1 = 0.0 if pred is None else w.edit_score(pred, edited)
-            add("f1", f1)
-            add("accuracy", f1 == 1.0)
-        elif task == "condition_to_image":
-            ok = 0.0 if pred is None else w.score_text_to_image(pred, scene)["overall"]
-            add("accuracy", ok)
-        elif task == "multiview":
-            mv = truth["multiview"]
-            obj = next(o for o in scene.objects if o.colour == mv["colour"] and o.shape == mv["shape"])
-            frames = preds[: mv["views"]]
-            cons = w.multiview_consistency(frames, obj) * len(frames) / mv["views"] if frames else 0.0
-            add("consistency", cons)
+        if task in IMAGE_ANSWER_SUITES:
+            _score_images(task, scene, truth, targets, preds, add)
         else:
             text, _ = conversation.split_response(toks, bundle.text)
             if task == "vqa":
@@ -246,7 +226,48 @@ def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, sett
                 add(f"{truth['vqa']['kind']}_accuracy", right)  # colour / shape / count / position questions
             else:
                 add("accuracy", w.caption_matches(text, scene))
-    out = {k: float(np.mean(v)) for k, v in vals.items()}
+    out = _with_overall(task, {k: float(np.mean(v)) for k, v in vals.items()})
+    out["count"] = float(n)
+    return out
+
+
+def _score_images(task: str, scene, truth: dict, targets: Sequence[Image.Image], preds: Sequence[np.ndarray],
+                  add) -> None:
+    """``add(metric, value)`` for one image answer ``preds`` (``[H, W, 3]`` uint8 each; empty when none was
+    written) of an image-answer suite, against the world's ``targets`` and ``truth``."""
+    w = _world()
+    pred = preds[0] if preds else None
+    if task == "segmentation":
+        add("iou", 0.0 if pred is None else w.segmentation_iou(pred, targets[0]))
+    elif task == "detection":
+        iou = 0.0 if pred is None else w.detection_iou(pred, truth["detection"]["box"])
+        add("iou", iou)
+        add("acc@0.5", iou >= 0.5)
+    elif task == "depth":
+        add("error", 1.0 if pred is None else w.depth_error(pred, targets[0]))
+        add("layer_accuracy", 0.0 if pred is None else w.depth_accuracy(pred, targets[0]))
+    elif task == "normals":
+        add("error_deg", 90.0 if pred is None else w.normals_error(pred, targets[0]))
+    elif task == "pose":
+        add("f1", 0.0 if pred is None else w.pose_f1(pred, targets[0]))
+    elif task == "editing":
+        f1 = 0.0 if pred is None else w.edit_score(pred, w.Scene.from_dict(truth["editing"]["scene"]))
+        add("f1", f1)
+        add("accuracy", f1 == 1.0)
+    elif task == "condition_to_image":
+        add("accuracy", 0.0 if pred is None else w.score_text_to_image(pred, scene)["overall"])
+    elif task == "multiview":
+        mv = truth["multiview"]
+        obj = next(o for o in scene.objects if o.colour == mv["colour"] and o.shape == mv["shape"])
+        frames = list(preds[: mv["views"]])
+        shown = w.multiview_consistency(frames, obj) * len(frames) / mv["views"] if frames else 0.0
+        add("consistency", shown)
+    else:
+        raise ValueError(f"{task!r} answers in text, not images")
+
+
+def _with_overall(task: str, out: dict[str, float]) -> dict[str, float]:
+    """``out`` (a suite's mean metrics) with the suite's ``overall`` added (see the module docstring)."""
     if task in ("segmentation", "detection"):
         out["overall"] = out["iou"]
     elif task == "depth":
@@ -259,7 +280,28 @@ def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, sett
         out["overall"] = out["f1"]
     else:
         out["overall"] = out["accuracy"]
-    out["count"] = float(n)
+    return out
+
+
+def decoder_ceilings(vqgan, alphabet: dict[bytes, int], n: int = 40, seed: int = 0,
+                     suites: Sequence[str] = IMAGE_ANSWER_SUITES) -> dict[str, float]:
+    """Each image-answer suite's ``overall`` when every answer is exactly right: the target images written in
+    their alphabet codes (what the language model is trained to write) and drawn by ``vqgan``'s decoder. The
+    benchmark's prompts (``n`` scenes from ``seed``); what the language model can reach at best."""
+    from .world.vq_train import encode_pil, snap_codes
+
+    out: dict[str, float] = {}
+    for task in suites:
+        vals: dict[str, list[float]] = {}
+        for scene, ex, imgs, truth in _omni_items(task, n, seed):
+            targets = [imgs[name] for name in ex.images[ex.human.count(IMAGE_PLACEHOLDER):]]
+            codes = [snap_codes(t, c, alphabet, vqgan.config.downsample)
+                     for t, c in zip(targets, encode_pil(vqgan, targets))]
+            with torch.no_grad():
+                preds = [_to_array(vqgan.decode_codes(c[None])) for c in codes]
+            _score_images(task, scene, truth, targets, preds,
+                          lambda key, v: vals.setdefault(key, []).append(float(v)))
+        out[task] = _with_overall(task, {k: float(np.mean(v)) for k, v in vals.items()})["overall"]
     return out
 
 
@@ -349,6 +391,14 @@ def evaluate_world(model_dir: str | Path, *, n: int = 100, n_omni: int = 40, see
         else:
             results[suite] = eval_omni(model, bundle, suite, n_omni, seed, settings, examples)
         results[suite]["seconds"] = round(time.perf_counter() - t, 2)
+    alphabet_file = model_dir / "patch_alphabet.json"  # world train writes it (world.vq_train.ALPHABET_FILE)
+    image_suites = [s for s in suites if s in IMAGE_ANSWER_SUITES]
+    if alphabet_file.is_file() and image_suites:
+        from .world.vq_train import load_alphabet
+
+        ceilings = decoder_ceilings(bundle.vqgan, load_alphabet(alphabet_file), n_omni, seed, image_suites)
+        for suite, value in ceilings.items():
+            results[suite]["decoder_ceiling"] = value
     if examples is not None:
         save_examples(examples, examples_dir)
     results["meta"] = {"model": str(model_dir), "seed": seed, "n": n, "n_omni": n_omni,

@@ -10,7 +10,9 @@ Three stages, each resumable from ``--work`` (a finished stage is reused, so a s
    is drawn on the 8-px grid, so its images are made of a few hundred distinct patches, each given its own
    code (``patch_alphabet``); the encoder learns to hit that code, the decoder to draw it. The language
    model writes answer images in those codes (``snap_codes``); input images keep whatever the encoder
-   gives, as at inference.
+   gives, as at inference. A last decoder-only phase on every task's images (``polish_decoder``, its own
+   stage ``vqgan_polished``) raises what the decoder draws back from exactly right answer codes
+   (``evaluation.decoder_ceilings``), without changing any code.
 2. **Tokenizer**: ``vocab_builder.build_chameleon_tokenizer`` with one ``IMGIMG…`` token per VQGAN code, the
    official special-token names (size-token unit = 2 x 8 px = 16 px, so 80 px = 5 size steps), and a small
    byte-level BPE trained on every world prompt, caption and answer.
@@ -54,8 +56,8 @@ from .dataset import WORLD_TASKS, _rng, scene_examples
 from .scene import COLOURS, POSITIONS, SHAPES, SIZES, WORLD_SIZES, caption, sample_scene, vqa_pairs
 from .train_config import (DEFAULT_OUT, DEFAULT_WORK, MAX_GRID, OMNI_CYCLE_WEIGHTS, TASK_WEIGHTS, LogFn,
                            WorldTrainConfig)
-from .vq_train import (ALPHABET_FILE, encode_pil, load_alphabet, reconstruction_accuracy, save_alphabet,
-                       snap_codes, train_vqgan)
+from .vq_train import (ALPHABET_FILE, encode_pil, load_alphabet, polish_decoder, reconstruction_accuracy,
+                       save_alphabet, snap_codes, train_vqgan)
 
 __all__ = ["DEFAULT_OUT", "DEFAULT_WORK", "MAX_GRID", "WorldTrainConfig", "run"]
 
@@ -195,11 +197,14 @@ def init_lm(cfg: WorldTrainConfig, vocab_size: int) -> LuminaMGPT:
 
 
 # --- the whole run ----------------------------------------------------------------------------------------
-def assemble_folder(model: LuminaMGPT, vq: VQGAN, tokenizer_path: str | Path, out: str | Path) -> Path:
-    """Write the model folder: config.json, model.safetensors, tokenizer.json, vqgan.yaml/.safetensors."""
+def assemble_folder(model: LuminaMGPT, vq: VQGAN, tokenizer_path: str | Path, out: str | Path,
+                    alphabet: dict[bytes, int]) -> Path:
+    """Write the model folder: config.json, model.safetensors, tokenizer.json, vqgan.yaml/.safetensors, and
+    the VQGAN's patch alphabet (``eval`` measures the decoder's ceilings with it; the loaders ignore it)."""
     out = Path(out)
     save_model(model, out, extra_files={"tokenizer.json": Path(tokenizer_path).read_text(encoding="utf-8")})
     save_vqgan(vq, out)
+    save_alphabet(alphabet, out / ALPHABET_FILE)
     return out
 
 
@@ -222,6 +227,8 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
         acc = reconstruction_accuracy(vq, n=cfg.recon_eval)
         (vq_dir / "DONE").write_text(json.dumps({"recon_overall": acc, "seed": cfg.seed}), encoding="utf-8")
         log(f"vqgan done in {time.perf_counter() - t0:.0f}s; analyser overall on reconstructions: {acc:.3f}")
+    if cfg.vq_polish_steps > 0:
+        vq = _polished_vqgan(vq, alphabet, cfg, work / "vqgan_polished", log)
 
     tok_path = work / "tokenizer.json"
     build_world_tokenizer(tok_path, cfg.vq_codes, cfg.text_vocab)
@@ -294,9 +301,30 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
                         max_steps=cfg.lm_omni_steps, seed=cfg.seed + 2, output_dir=str(work / "lm3"))
         model, _ = cycle(model, TokenDataset.from_sequences(ids3, labels3, buckets=None, vocab=vocab), tcfg3,
                          "lm stage 3")
-    folder = assemble_folder(model, vq, tok_path, cfg.out)
+    folder = assemble_folder(model, vq, tok_path, cfg.out, alphabet)
     log(f"wrote {folder} ({_folder_mb(folder):.1f} MB) in {time.perf_counter() - t0:.0f}s total")
     return folder
+
+
+def _polished_vqgan(vq: VQGAN, alphabet: dict[bytes, int], cfg: WorldTrainConfig, folder: Path,
+                    log: LogFn) -> VQGAN:
+    """``vq`` after ``polish_decoder``, reused from ``folder`` when a finished run left it there; the
+    decoder's ceilings before and after go to the log and ``folder/DONE``."""
+    from ..evaluation import decoder_ceilings
+
+    if (folder / "DONE").is_file():
+        log(f"reusing the polished VQGAN in {folder}")
+        return load_vqgan(*find_vqgan_files(folder))
+    t0 = time.perf_counter()
+    before = decoder_ceilings(vq, alphabet, n=cfg.recon_eval)
+    polish_decoder(vq, alphabet, cfg, log=log)
+    after = decoder_ceilings(vq, alphabet, n=cfg.recon_eval)
+    save_vqgan(vq, folder)
+    (folder / "DONE").write_text(json.dumps({"ceilings_before": before, "ceilings_after": after}, indent=2),
+                                 encoding="utf-8")
+    log(f"vqgan polish done in {time.perf_counter() - t0:.0f}s; decoder ceilings (exact answer codes) "
+        + ", ".join(f"{k} {before[k]:.2f}->{after[k]:.2f}" for k in after))
+    return vq
 
 
 def _folder_mb(folder: Path) -> float:

@@ -30,7 +30,9 @@ class WorldTrainConfig:
 
     VQGAN: ``vq_codes`` codebook entries of ``vq_embed_dim`` dims, ``vq_ch`` base channels, ``vq_steps``
     Adam steps of ``vq_batch`` whole images at peak ``vq_lr`` (cosine), from ``vq_pool`` rendered images,
-    then ``vq_decoder_steps`` decoder-only steps (see ``train_vqgan``, ``refine_decoder``).
+    then ``vq_decoder_steps`` decoder-only steps (see ``train_vqgan``, ``refine_decoder``), then
+    ``vq_polish_steps`` decoder-only steps at peak ``vq_polish_lr`` on every task's images of
+    ``vq_polish_scenes`` fresh scenes (``polish_decoder``; 0 = none).
     LM: ``lm_dim`` hidden size, ``lm_layers`` layers, ``lm_heads`` heads, ``lm_steps`` steps of ``lm_batch``
     sequences at ``lm_lr``, then ``lm_extra_steps`` more in a second cycle peaking at ``lm_extra_lr`` (0 = no
     second cycle), then ``lm_omni_steps`` in a third cycle peaking at ``lm_omni_lr`` (0 = none) on
@@ -56,6 +58,9 @@ class WorldTrainConfig:
     vq_decoder_steps: int = 4000
     vq_lr: float = 2e-3
     vq_pool: int = 3000
+    vq_polish_steps: int = 6000
+    vq_polish_lr: float = 1e-3
+    vq_polish_scenes: int = 1500
     lm_dim: int = 192
     lm_layers: int = 4
     lm_heads: int = 6
@@ -82,11 +87,14 @@ class WorldTrainConfig:
                      "lm_heads", "lm_steps", "lm_batch", "t2i_scenes", "text_vocab", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lm_extra_steps", "vq_decoder_steps", "lm_omni_steps", "omni_cycle_scenes"):
+        for name in ("lm_extra_steps", "vq_decoder_steps", "vq_polish_steps", "vq_polish_scenes",
+                     "lm_omni_steps", "omni_cycle_scenes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lm_omni_steps > 0 and self.omni_cycle_scenes == 0:
             raise ValueError("lm_omni_steps needs omni_cycle_scenes > 0 (the third cycle's fresh scenes)")
+        if self.vq_polish_steps > 0 and self.vq_polish_scenes == 0:
+            raise ValueError("vq_polish_steps needs vq_polish_scenes > 0 (the scenes whose images it draws)")
         if self.lm_t2i_first and self.lm_extra_steps == 0:
             raise ValueError("lm_t2i_first needs a second cycle (lm_extra_steps > 0) to learn the Omni tasks")
         if self.vq_ch % 32:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from comfy_lumina_mgpt.evaluation import SUITES, evaluate_world, format_table
+from comfy_lumina_mgpt.evaluation import IMAGE_ANSWER_SUITES, SUITES, evaluate_world, format_table
 from comfy_lumina_mgpt.evaluation import main as eval_main
 from comfy_lumina_mgpt.model.loading import load_model
 from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle
@@ -18,7 +18,7 @@ from comfy_lumina_mgpt.world.train import MAX_GRID, WorldTrainConfig, run
 def tiny_config(tmp_path) -> WorldTrainConfig:
     return WorldTrainConfig(out=str(tmp_path / "model"), work_dir=str(tmp_path / "work"), vq_codes=32,
                             vq_embed_dim=4, vq_steps=2, vq_decoder_steps=2, vq_batch=2,
-                            vq_pool=12, lm_dim=32, lm_layers=1,
+                            vq_pool=12, vq_polish_steps=2, vq_polish_scenes=2, lm_dim=32, lm_layers=1,
                             lm_heads=2, lm_steps=3, lm_extra_steps=2, lm_batch=2, t2i_scenes=6, omni_scenes=3,
                             lm_omni_steps=2, omni_cycle_scenes=2, text_vocab=60,
                             recon_eval=2)
@@ -36,7 +36,8 @@ def trained_folder(tmp_path_factory):
 def test_world_train_writes_a_loadable_folder(trained_folder):
     folder, logs = trained_folder
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["config.json", "model.safetensors", "tokenizer.json", "vqgan.safetensors", "vqgan.yaml"]
+    assert names == ["config.json", "model.safetensors", "patch_alphabet.json", "tokenizer.json",
+                     "vqgan.safetensors", "vqgan.yaml"]
     model = load_model(folder)
     bundle = load_tokenizer_bundle(folder)
     assert bundle.vqgan.config.n_embed == 32 and bundle.patch == 16
@@ -84,14 +85,35 @@ def test_world_train_reuses_finished_stages(trained_folder, tmp_path):
 
     folder, _ = trained_folder
     work = folder.parent / "work"
-    assert (work / "vqgan" / "DONE").is_file()
+    assert (work / "vqgan" / "DONE").is_file() and (work / "vqgan_polished" / "DONE").is_file()
     assert all(any(work.glob(f"{stage}/step-*")) for stage in ("lm", "lm2", "lm3"))
     before = load_file(folder / "model.safetensors")
     logs: list[str] = []
     run(tiny_config(folder.parent), log=logs.append)  # every stage is found finished: nothing retrains
     assert any("reusing the VQGAN" in line for line in logs)
+    assert any("reusing the polished VQGAN" in line for line in logs)
     after = load_file(folder / "model.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_polish_trains_the_decoder_only_and_records_its_ceilings(trained_folder):
+    from safetensors.torch import load_file
+
+    folder, logs = trained_folder
+    work = folder.parent / "work"
+    joint = load_file(work / "vqgan" / "vqgan.safetensors")
+    polished = load_file(work / "vqgan_polished" / "vqgan.safetensors")
+    shipped = load_file(folder / "vqgan.safetensors")
+    assert all(torch.equal(polished[k], shipped[k]) for k in shipped)  # the folder ships the polished one
+    moved = {k for k in joint if not torch.equal(joint[k], polished[k])}
+    assert moved and all(k.startswith(("decoder.", "post_quant_conv.")) for k in moved)  # codes unchanged
+    done = json.loads((work / "vqgan_polished" / "DONE").read_text(encoding="utf-8"))
+    for key in ("ceilings_before", "ceilings_after"):
+        assert set(done[key]) == set(IMAGE_ANSWER_SUITES)
+        assert all(0.0 <= v <= 1.0 for v in done[key].values())
+    assert any(line.startswith("vqgan polish: ") and "task images of 2 scenes" in line for line in logs)
+    with pytest.raises(ValueError, match="vq_polish_scenes"):
+        WorldTrainConfig(vq_polish_scenes=0)
 
 
 def test_eval_json_has_every_suite_with_overall(trained_folder, capsys):
@@ -100,6 +122,9 @@ def test_eval_json_has_every_suite_with_overall(trained_folder, capsys):
     for suite in SUITES:
         assert 0.0 <= results[suite]["overall"] <= 1.0, suite
     assert "aspect_ratio" in results["text_to_image"]
+    for suite in IMAGE_ANSWER_SUITES:  # the folder ships its patch alphabet: the decoder's ceiling is known
+        assert 0.0 <= results[suite]["decoder_ceiling"] <= 1.0, suite
+    assert "decoder_ceiling" not in results["vqa"] and "decoder_ceiling" not in results["text_to_image"]
     assert "overall" in format_table(results)
     assert eval_main(["--suite", "world", "--model", str(folder), "--json", "--n", "1", "--n-omni", "1",
                       "--tasks", "text_to_image,vqa"]) == 0
