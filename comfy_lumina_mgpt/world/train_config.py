@@ -26,7 +26,7 @@ LogFn = Callable[[str], None]
 
 @dataclass(frozen=True)
 class WorldTrainConfig:
-    """Every setting of ``world train`` (the defaults make the bundled model: ~2 h 25 min on one CPU core).
+    """Every setting of ``world train`` (the defaults make the bundled model: ~3 h 10 min on one CPU core).
 
     VQGAN: ``vq_codes`` codebook entries of ``vq_embed_dim`` dims, ``vq_ch`` base channels, ``vq_steps``
     Adam steps of ``vq_batch`` whole images at peak ``vq_lr`` (cosine), from ``vq_pool`` rendered images,
@@ -70,7 +70,7 @@ class WorldTrainConfig:
     lm_extra_steps: int = 6000
     lm_extra_lr: float = 1e-3
     lm_t2i_first: bool = True
-    lm_omni_steps: int = 3000
+    lm_omni_steps: int = 6000
     lm_omni_lr: float = 5e-4
     omni_cycle_scenes: int = 4000
     t2i_scenes: int = 16000

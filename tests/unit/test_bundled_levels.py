@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfy_lumina_mgpt.evaluation import BUNDLED_LEVELS, DEFAULT_MODEL, SUITES, main, missed_levels
+from comfy_lumina_mgpt.evaluation import (BUNDLED_LEVELS, DEFAULT_MODEL, IMAGE_ANSWER_SUITES, SUITES, main,
+                                          missed_levels)
+
+#: The shipped VQGAN must draw exactly right answer codes back at least this well on every image task (it
+#: measures 0.92 on depth, >= 0.95 elsewhere); under it, the decoder, not the model, would cap the scores.
+DECODER_CEILING_LEVEL = 0.85
 
 
 def test_missed_levels_names_each_suite_under_its_level():
@@ -17,7 +22,8 @@ def test_missed_levels_names_each_suite_under_its_level():
 @pytest.mark.slow
 def test_bundled_model_meets_every_stated_level(capsys):
     """``python -m comfy_lumina_mgpt eval --suite world`` on the shipped weights (about a minute on one core):
-    every suite at or above its stated level, and the command says so."""
+    every suite at or above its stated level, and the command says so; the shipped VQGAN's decoder
+    ceilings (reported because the folder carries its patch alphabet) over ``DECODER_CEILING_LEVEL``."""
     assert (DEFAULT_MODEL / "model.safetensors").is_file(), "the bundled model is missing"
     threads = torch.get_num_threads()
     try:
@@ -27,6 +33,8 @@ def test_bundled_model_meets_every_stated_level(capsys):
     out = capsys.readouterr().out
     rows = {line.split()[0]: float(line.split()[-1]) for line in out.splitlines()
             if line.split() and line.split()[0] in SUITES and line.split()[1] == "overall"}
+    ceilings = [float(line.split()[-1]) for line in out.splitlines() if line.split()[:1] == ["decoder_ceiling"]]
+    assert len(ceilings) == len(IMAGE_ANSWER_SUITES) and min(ceilings) >= DECODER_CEILING_LEVEL, ceilings
     assert set(rows) == set(SUITES)
     missed = missed_levels({suite: {"overall": value} for suite, value in rows.items()})
     assert not missed, f"the shipped model misses its stated levels: {missed}"

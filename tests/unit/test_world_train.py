@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -94,6 +95,22 @@ def test_world_train_reuses_finished_stages(trained_folder, tmp_path):
     assert any("reusing the polished VQGAN" in line for line in logs)
     after = load_file(folder / "model.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_world_train_repeats_bit_for_bit_and_depends_on_the_seed(trained_folder, tmp_path):
+    """The documented command is reproducible: the same config from nothing (one thread) gives the same
+    weights, every stage included; another seed gives others."""
+    from safetensors.torch import load_file
+
+    folder, _ = trained_folder
+    torch.set_num_threads(1)
+    again = run(tiny_config(tmp_path / "again"), log=lambda _: None)
+    other = run(replace(tiny_config(tmp_path / "other"), seed=1), log=lambda _: None)
+    for name in ("model.safetensors", "vqgan.safetensors"):
+        first, second, third = (load_file(f / name) for f in (folder, again, other))
+        assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first), name
+        assert not all(torch.equal(first[k], third[k]) for k in first), name
+    assert (again / "patch_alphabet.json").read_bytes() == (folder / "patch_alphabet.json").read_bytes()
 
 
 def test_polish_trains_the_decoder_only_and_records_its_ceilings(trained_folder):
