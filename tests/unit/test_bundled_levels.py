@@ -14,8 +14,10 @@ DECODER_CEILING_LEVEL = 0.85
 
 
 def test_missed_levels_names_each_suite_under_its_level():
-    results = {"text_to_image": {"overall": 0.95}, "editing": {"overall": 0.05}, "vqa": {"overall": 0.35}}
-    assert missed_levels(results) == ["editing 0.05 < 0.10"]
+    level = BUNDLED_LEVELS
+    results = {"text_to_image": {"overall": level["text_to_image"] + 0.05},
+               "editing": {"overall": level["editing"] - 0.05}, "vqa": {"overall": level["vqa"]}}  # at = met
+    assert missed_levels(results) == [f"editing {level['editing'] - 0.05:.2f} < {level['editing']:.2f}"]
     assert set(BUNDLED_LEVELS) == set(SUITES)
 
 
