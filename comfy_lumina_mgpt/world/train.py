@@ -222,6 +222,7 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
         alphabet = load_alphabet(vq_dir / ALPHABET_FILE)
         log(f"reusing the VQGAN in {vq_dir}")
     else:
+        shutil.rmtree(work / "vqgan_polished", ignore_errors=True)  # a polish of an earlier VQGAN is stale
         vq, alphabet = train_vqgan(cfg, log=log, folder=vq_dir)
         save_alphabet(alphabet, vq_dir / ALPHABET_FILE)
         acc = reconstruction_accuracy(vq, n=cfg.recon_eval)
