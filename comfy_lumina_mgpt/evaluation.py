@@ -392,11 +392,11 @@ def evaluate_world(model_dir: str | Path, *, n: int = 100, n_omni: int = 40, see
         else:
             results[suite] = eval_omni(model, bundle, suite, n_omni, seed, settings, examples)
         results[suite]["seconds"] = round(time.perf_counter() - t, 2)
-    alphabet_file = model_dir / "patch_alphabet.json"  # world train writes it (world.vq_train.ALPHABET_FILE)
+    from .world.vq_train import ALPHABET_FILE, load_alphabet
+
+    alphabet_file = model_dir / ALPHABET_FILE  # world train writes it next to the weights
     image_suites = [s for s in suites if s in IMAGE_ANSWER_SUITES]
     if alphabet_file.is_file() and image_suites:
-        from .world.vq_train import load_alphabet
-
         ceilings = decoder_ceilings(bundle.vqgan, load_alphabet(alphabet_file), n_omni, seed, image_suites)
         for suite, value in ceilings.items():
             results[suite]["decoder_ceiling"] = value

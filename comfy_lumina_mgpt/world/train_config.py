@@ -16,7 +16,7 @@ TASK_WEIGHTS: dict[str, float] = {
 }
 #: Task shares of the third cycle (``lm_omni_steps``), drawn on fresh scenes: more of the tasks that must copy
 #: the input picture cell by cell (editing, detection, depth) and of the text answers, which the second cycle
-#: leaves weakest; text-to-image keeps a quarter so that it is not forgotten.
+#: leaves weakest; text-to-image keeps about a fifth so that it is not forgotten.
 OMNI_CYCLE_WEIGHTS: dict[str, float] = {
     "text_to_image": 2.5, "segmentation": 0.6, "depth": 1.2, "normals": 0.5, "pose": 0.4, "detection": 1.2,
     "editing": 1.6, "condition_to_image": 0.6, "multiview": 0.5, "caption": 1.0, "vqa": 1.0,

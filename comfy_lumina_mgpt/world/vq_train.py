@@ -69,6 +69,14 @@ def _to_batch(images: Sequence[Image.Image]) -> Tensor:
     return torch.cat([pil_to_tensor(im) for im in images])
 
 
+def _pool_tensors(pool: dict[tuple[int, int], list[Image.Image]], alphabet: dict[bytes, int]
+                  ) -> tuple[dict[tuple[int, int], Tensor], dict[tuple[int, int], Tensor]]:
+    """A training pool by size as ``(images [N, 3, H, W] in [-1, 1], alphabet codes [N, H/8, W/8])``."""
+    tensors = {size: _to_batch(ims) for size, ims in pool.items()}
+    labels = {size: torch.stack([patch_labels(im, alphabet, 8) for im in ims]) for size, ims in pool.items()}
+    return tensors, labels
+
+
 def patch_keys(image: Image.Image, d: int) -> np.ndarray:
     """``[h, w]`` object array: the raw bytes of each ``d x d`` RGB patch (equal bytes = equal patch)."""
     arr = np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
@@ -152,8 +160,7 @@ def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path
     """
     pool = vq_training_images(cfg.vq_pool, cfg.seed)
     alphabet = patch_alphabet([im for ims in pool.values() for im in ims], 8, cfg.vq_codes)
-    tensors = {size: _to_batch(ims) for size, ims in pool.items()}
-    labels = {size: torch.stack([patch_labels(im, alphabet, 8) for im in ims]) for size, ims in pool.items()}
+    tensors, labels = _pool_tensors(pool, alphabet)
     log(f"vqgan: {len(alphabet)} patch codes for {sum(map(len, pool.values()))} training images")
     torch.manual_seed(cfg.seed)
     vq = VQGAN(world_vqgan_config(cfg))
@@ -274,8 +281,7 @@ def polish_decoder(vq: VQGAN, alphabet: dict[bytes, int], cfg: WorldTrainConfig,
     change (the encoder is frozen).
     """
     pool = task_images(cfg.vq_polish_scenes, cfg.seed)
-    tensors = {size: _to_batch(ims) for size, ims in pool.items()}
-    labels = {size: torch.stack([patch_labels(im, alphabet, 8) for im in ims]) for size, ims in pool.items()}
+    tensors, labels = _pool_tensors(pool, alphabet)
     log(f"vqgan polish: {sum(map(len, pool.values()))} task images of {cfg.vq_polish_scenes} scenes")
     refine_decoder(vq, tensors, labels, steps=cfg.vq_polish_steps, lr=cfg.vq_polish_lr, batch=cfg.vq_batch,
                    seed=cfg.seed, log=log)
