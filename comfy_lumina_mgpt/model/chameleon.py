@@ -16,6 +16,8 @@ Two entry points: ``forward(tokens)`` is the plain causal pass over whole sequen
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -236,7 +238,8 @@ class LuminaMGPT(nn.Module):
         return self.model.norm(h)
 
     def step(self, tokens: Tensor, input_pos: Tensor, cache_rows: Tensor | None = None,
-             logits_index: Tensor | None = None) -> Tensor:
+             logits_index: Tensor | None = None, kv_len: int | None = None,
+             head: Callable[[Tensor], Tensor | None] | None = None) -> Tensor | None:
         """Cached pass: attend to what the cache holds at positions ``<= input_pos`` of each row.
 
         Rows are independent sequences that may sit at different positions (CFG's unconditional rows start
@@ -247,10 +250,14 @@ class LuminaMGPT(nn.Module):
             input_pos: ``[B, T]`` their positions; keys/values are written there.
             cache_rows: ``[B]`` which cache rows these sequences use (default ``0..B-1``).
             logits_index: ``[B]`` return logits only at this index of T (saves the lm_head on prefill).
+            kv_len: ``input_pos.max() + 1`` when the caller knows it (saves a device-to-host sync per step).
+            head: maps the final hidden states ``[B, T, dim]`` to what is returned (default: the full LM head);
+                the sampler passes a head restricted to the image codes inside an image body.
         Returns:
-            fp32 logits ``[B, T, V]``, or ``[B, V]`` with ``logits_index``.
+            fp32 logits ``[B, T, V]``, or ``[B, V]`` with ``logits_index`` (V = the head's columns).
         """
-        kv_len = int(input_pos.max()) + 1
+        if kv_len is None:
+            kv_len = int(input_pos.max()) + 1
         if kv_len > self.cache_len:
             raise RuntimeError(f"position {kv_len - 1} is past the KV cache length {self.cache_len}; "
                                "call setup_caches with a larger max_len")
@@ -262,4 +269,5 @@ class LuminaMGPT(nn.Module):
             h = layer(h, cos, sin, mask, input_pos, cache_rows, kv_len)
         if logits_index is not None:
             h = h[torch.arange(h.shape[0], device=h.device), logits_index]
-        return self.lm_head(self.model.norm(h)).float()
+        h = self.model.norm(h)
+        return self.lm_head(h).float() if head is None else head(h)

@@ -9,7 +9,7 @@ from comfy_lumina_mgpt import unirep
 from comfy_lumina_mgpt.config import ModelConfig
 from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
 from comfy_lumina_mgpt.sampling.generate import _mask_table, generate
-from comfy_lumina_mgpt.sampling.grid import GridState, Phase
+from comfy_lumina_mgpt.sampling.grid import Allowed, GridState, Phase
 from comfy_lumina_mgpt.sampling.processors import guide, sample, top_k_mask, top_p_mask
 from comfy_lumina_mgpt.sampling.settings import SamplerConfig
 from comfy_lumina_mgpt.tokenizer import TextTokenizer
@@ -76,8 +76,13 @@ def test_forced_size_is_honoured(tok, model):
 
 
 def reference_generate(model, prompt, vocab, cfg, generator, guided_always=False):
-    """Unbatched, uncached reference: two full forwards per step, guidance context [boi, H, W, ...]."""
+    """Unbatched, uncached reference: two full forwards per step, guidance context [boi, H, W, ...].
+
+    It draws as the sampler documents: nothing on a forced step, over the image codes (in code order) for an
+    image code, over the whole vocabulary elsewhere; so the same generator gives the same tokens.
+    """
     masks = _mask_table(vocab, model.config.vocab_size, torch.device("cpu"))
+    codes = torch.tensor(vocab.code_to_id)
     state = GridState(vocab, cfg.force_size, cfg.force_images)
     seq, uncond, out = list(prompt), [], []
     for _ in range(cfg.max_new_tokens):
@@ -87,12 +92,16 @@ def reference_generate(model, prompt, vocab, cfg, generator, guided_always=False
         if c.guided and (cfg.guided or guided_always):
             uncond_logits = model(torch.tensor([uncond]))[:, -1]
             scores = guide(cond_logits, uncond_logits, cfg.cfg_scale)
-        scores = scores.masked_fill(~masks[int(c.allowed)], float("-inf"))
-        k = cfg.image_top_k if c.image_params else cfg.text_top_k
-        scores = top_k_mask(scores, k)
-        temp = torch.tensor([cfg.image_temperature if c.image_params else cfg.text_temperature])
-        tok_id = int(sample(scores, temp, generator)[0])
-        tok_id = c.forced if c.forced is not None else tok_id
+        if c.forced is not None:
+            tok_id = c.forced
+        elif c.allowed == Allowed.IMAGE:
+            tok_id = int(codes[sample(top_k_mask(scores[:, codes], cfg.image_top_k), 1.0, generator)[0]])
+        else:
+            scores = scores.masked_fill(~masks[int(c.allowed)], float("-inf"))
+            k = cfg.image_top_k if c.image_params else cfg.text_top_k
+            scores = top_k_mask(scores, k)
+            temp = torch.tensor([cfg.image_temperature if c.image_params else cfg.text_temperature])
+            tok_id = int(sample(scores, temp, generator)[0])
         state.advance(tok_id)
         out.append(tok_id)
         seq.append(tok_id)
