@@ -34,6 +34,7 @@ from .columns import ImageColumns, image_columns
 from .grid import Allowed, Constraint, GridState, Phase
 from .processors import draw, guide, probabilities, sample, top_k_mask, top_p_mask
 from .settings import SamplerConfig
+from .transfer import to_device
 
 logger = logging.getLogger(__name__)
 
@@ -128,14 +129,6 @@ class _Ints:
         self.host = list(values)
         self.tensor = to_device(values, self.device)
         return self.tensor
-
-
-def to_device(values: Sequence[int], device: torch.device) -> Tensor:
-    """A long tensor on ``device`` without a host sync (pinned, non-blocking copy on CUDA)."""
-    host = torch.tensor(list(values), dtype=torch.long)
-    if device.type == "cuda":
-        return host.pin_memory().to(device, non_blocking=True)
-    return host.to(device)
 
 
 @dataclass

@@ -9,8 +9,9 @@ greedy decoding gives the greedy tokens). Slots after the first rejection are no
 fresh token drawn from this pass's ``p`` (its new ``q``), the Jacobi iteration that gives the method its name.
 New slots start as uniform random image codes (one-hot ``q``), the paper's default.
 
-Batches stay in lockstep: every row commits as many tokens as the row that kept the fewest (stopping early is
-valid for a row that kept more; its next token is then one it had kept). The static KV cache needs no rollback:
+Every row of a batch commits as many tokens as the row that kept the fewest (stopping early is valid for a row
+that kept more; its next token is then one it had kept); rows may sit at different places of images of
+different sizes, as long as every row is inside a body. The static KV cache needs no rollback:
 the next pass rewrites the slots after the committed prefix, and the per-row position mask hides stale ones.
 End-of-line tokens inside the window are forced, and the window ends before ``<eoss>``.
 
@@ -25,19 +26,18 @@ import torch
 from torch import Tensor
 
 from .processors import draw
+from .transfer import to_device
 
 if TYPE_CHECKING:
     from .generate import ProducedTokens, StepCallback, _Run
 
 
 def ready(run: _Run) -> bool:
-    """Whether the next tokens can be decoded by Jacobi windows: every row inside an image body at the same
-    place, with at least two body tokens left before ``<eoss>`` (the window never reaches it)."""
-    first = run.states[0]
-    if not all(s.in_body and (s.body_done, s.h_lat, s.w_lat) == (first.body_done, first.h_lat, first.w_lat)
-               for s in run.states):
+    """Whether the next tokens can be decoded by Jacobi windows: every row inside an image body with at least
+    two body tokens left before ``<eoss>`` (the window never reaches it)."""
+    if not all(s.in_body for s in run.states):
         return False
-    return first.body_left >= 2 and run.budget - run.step >= 3
+    return min(s.body_left for s in run.states) >= 2 and run.budget - run.step >= 3
 
 
 class _Window:
@@ -63,10 +63,15 @@ class _Window:
         self.q = torch.cat([self.q, q], dim=1)
 
 
-def _forced_slots(run: _Run, width: int) -> list[int | None]:
-    """The forced token (EOL) or None of slots ``0..width`` (slot ``j`` is ``j`` tokens after the prefix)."""
-    state = run.states[0]
-    return [state.body_forced(j) for j in range(width + 1)]
+def _forced_slots(run: _Run, width: int) -> tuple[Tensor, Tensor]:
+    """Which of slots ``0..width`` each row must fill with a forced token (EOL), and that token:
+    ``is_forced [B, width+1]`` bool and ``ids [B, width+1]`` long (0 where not forced). Slot ``j`` is ``j``
+    tokens after the committed prefix."""
+    forced = [[s.body_forced(j) for j in range(width + 1)] for s in run.states]
+    flat_ids = [f or 0 for row in forced for f in row]
+    flat_mask = [int(f is not None) for row in forced for f in row]
+    both = to_device(flat_ids + flat_mask, run.device).view(2, run.bsz, width + 1)
+    return both[1].bool(), both[0]
 
 
 def decode_body(run: _Run, last: Tensor, generator: torch.Generator | None, on_step: StepCallback | None,
@@ -74,7 +79,7 @@ def decode_body(run: _Run, last: Tensor, generator: torch.Generator | None, on_s
     """Decode the current image bodies by Jacobi windows while ``ready(run)``.
 
     Args:
-        run: the generation in progress, every row inside a body at the same place.
+        run: the generation in progress, every row inside an image body.
         last: ``[B]`` the latest committed token of each row, not yet fed to the model.
     Returns:
         ``[B]`` the latest committed token after the windows (not yet fed), for plain decoding to go on from.
@@ -82,11 +87,11 @@ def decode_body(run: _Run, last: Tensor, generator: torch.Generator | None, on_s
     window = _Window(run)
     n_slots = run.settings.jacobi_window
     while ready(run):
-        width = min(n_slots, run.states[0].body_left - 1)
-        forced = _forced_slots(run, width)
+        width = min(n_slots, min(s.body_left for s in run.states) - 1)
+        is_forced_all, forced_ids = _forced_slots(run, width)
         window.top_up(width, generator)
-        is_forced = run.const(tuple(f is not None for f in forced[:width]), torch.bool)
-        window.ids = torch.where(is_forced, run.const(tuple(f or 0 for f in forced[:width])), window.ids)
+        is_forced = is_forced_all[:, :width]
+        window.ids = torch.where(is_forced, forced_ids[:, :width], window.ids)
 
         logits = run.forward(torch.cat([last[:, None], window.ids], dim=1), head="image")  # [B(*2), W+1, n]
         p = run.image_probs(logits)  # [B, W+1, n]: p[:, j] is the distribution of slot j
@@ -99,7 +104,8 @@ def decode_body(run: _Run, last: Tensor, generator: torch.Generator | None, on_s
         kept = int(keep.long().cumprod(dim=1).sum(dim=1).min())  # the one host sync of a window
 
         if kept == width:  # every draft kept: the slot after the window comes free from this pass
-            nxt = _slot_token(run, p[:, width], forced[width], generator)
+            drawn = run.columns.ids[draw(p[:, width], generator)]
+            nxt = torch.where(is_forced_all[:, width], forced_ids[:, width], drawn)
         else:  # rows that rejected slot `kept` redraw it from the residual; the others keep their draft
             residual = (p[:, kept] - window.q[:, kept]).clamp(min=0)
             mass = residual.sum(-1, keepdim=True)
@@ -118,10 +124,3 @@ def decode_body(run: _Run, last: Tensor, generator: torch.Generator | None, on_s
         if on_step is not None:
             on_step(run.step, run.expected_total(), produced)
     return last
-
-
-def _slot_token(run: _Run, probs: Tensor, forced: int | None, generator: torch.Generator | None) -> Tensor:
-    """The token of one slot from its distribution ``probs [B, n]``, or the forced token."""
-    if forced is not None:
-        return run.const((forced,) * run.bsz)
-    return run.columns.ids[draw(probs, generator)]

@@ -37,13 +37,15 @@ def prompt_ids(tok, text="a red circle"):
     return [tok.vocab.bos_id] + tok.encode(text) + [tok.vocab.sep_id]
 
 
-@pytest.mark.parametrize("cfg_scale,window", [(1.0, 16), (3.0, 4), (3.0, 16)])
-def test_greedy_jacobi_gives_the_greedy_tokens(tok, model, cfg_scale, window):
-    """With top-k 1 every draft is verified against the argmax, so the image is the plain greedy image."""
+@pytest.mark.parametrize("cfg_scale,window,size", [(1.0, 16, (3, 2)), (3.0, 4, (3, 2)), (3.0, 16, (3, 2)),
+                                                     (2.0, 8, None)])
+def test_greedy_jacobi_gives_the_greedy_tokens(tok, model, cfg_scale, window, size):
+    """With top-k 1 every draft is verified against the argmax, so the image is the plain greedy image (also
+    when each row picks its own size, so rows sit at different places of different grids)."""
     plain = SamplerConfig(cfg_scale=cfg_scale, image_top_k=1, text_top_k=1, max_new_tokens=400,
-                          force_size=(3, 2), force_images=1)
+                          force_size=size, force_images=1)
     sjd = SamplerConfig(**{**plain.__dict__, "jacobi_window": window})
-    prompts = [prompt_ids(tok), prompt_ids(tok, "a small green triangle")]
+    prompts = [prompt_ids(tok), prompt_ids(tok, "a small green triangle"), prompt_ids(tok, "blue")]
     want = generate(model, prompts, tok.vocab, plain)
     got = generate(model, prompts, tok.vocab, sjd)
     assert got.tokens == want.tokens
