@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig
+from .fusion import project
 
 
 class RMSNorm(nn.Module):
@@ -118,9 +119,10 @@ class Attention(nn.Module):
                 input_pos: Tensor | None = None, rows: Tensor | None = None, kv_len: int = 0) -> Tensor:
         """x: ``[B, T, dim]``. Without ``input_pos`` the pass is plain causal and the cache is untouched."""
         bsz, seqlen, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(bsz, seqlen, self.n_heads, self.head_dim))
-        k = self.k_norm(self.k_proj(x).view(bsz, seqlen, self.n_kv_heads, self.head_dim))
-        v = self.v_proj(x).view(bsz, seqlen, self.n_kv_heads, self.head_dim)
+        q, k, v = project(x, (self.q_proj, self.k_proj, self.v_proj))
+        q = self.q_norm(q.view(bsz, seqlen, self.n_heads, self.head_dim))
+        k = self.k_norm(k.view(bsz, seqlen, self.n_kv_heads, self.head_dim))
+        v = v.view(bsz, seqlen, self.n_kv_heads, self.head_dim)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         gqa = self.n_heads != self.n_kv_heads
@@ -142,7 +144,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = project(x, (self.gate_proj, self.up_proj))
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
