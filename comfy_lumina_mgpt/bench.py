@@ -12,6 +12,9 @@ It prints prefill, decode ms/step, s/image, tokens/s, peak memory, ``speedup_vs_
 the baseline's) and ``time_over_floor`` (our step over the floor). ``--max-steps N`` times the first N image
 tokens only (the 7B-width baseline needs ~0.3 s a step on a CPU). ``--json`` prints one JSON object.
 
+``--world``: the world benchmark on the bundled model, plain and with speculative Jacobi decoding on the same
+prompts and seeds: each suite's score and model passes per prompt (``--world-top-k`` > 1 samples).
+
 ``--train``: optimizer steps of a small random model through the real trainer (tokens/s).
 """
 
@@ -234,8 +237,8 @@ def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
         out["tokens_per_forward"] = ours["steps"] / max(1, ours["forwards"])
     if not args.no_baseline:
         try:
-            base = _time_baseline(model, tok, prompt, grid, min(ours["steps"], args.max_steps or 10**9), args,
-                                  device)
+            steps = min(ours["steps"], args.baseline_steps or args.max_steps or 10**9)
+            base = _time_baseline(model, tok, prompt, grid, steps, args, device)
         except ImportError:
             out["baseline"] = "skipped: transformers is not installed (pip install -r requirements-dev.txt)"
         else:
@@ -279,9 +282,43 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
             f"threads={torch.get_num_threads()}"}
 
 
+def bench_world(args: argparse.Namespace) -> dict[str, Any]:
+    """The world benchmark on the bundled model twice, plain and with SJD (``--jacobi-window``, default 16),
+    on the same prompts and seeds: scores and model passes per prompt of each suite."""
+    from .evaluation import DEFAULT_MODEL, SUITES, EvalSettings, evaluate_world
+
+    window = args.jacobi_window or 16
+    runs = {}
+    for name, w in (("plain", 0), ("sjd", window)):
+        settings = EvalSettings(image_top_k=args.world_top_k, cfg_scale=args.cfg if args.cfg_set else 1.0,
+                                jacobi_window=w)
+        runs[name] = evaluate_world(DEFAULT_MODEL, n=args.world_n, n_omni=args.world_n_omni, seed=args.world_seed,
+                                    suites=SUITES, settings=settings)
+    suites = {}
+    for suite in SUITES:
+        plain, sjd = runs["plain"][suite], runs["sjd"][suite]
+        suites[suite] = {"plain": plain["overall"], "sjd": sjd["overall"],
+                         "plain_forwards": plain["forwards_per_prompt"], "sjd_forwards": sjd["forwards_per_prompt"],
+                         "fewer_forwards": plain["forwards_per_prompt"] / max(sjd["forwards_per_prompt"], 1e-9),
+                         "seconds": (plain["seconds"], sjd["seconds"])}
+    return {"name": "world", "jacobi_window": window, "image_top_k": args.world_top_k, "seed": args.world_seed,
+            "suites": suites}
+
+
+def format_world(res: dict[str, Any]) -> str:
+    lines = [f"world: bundled model, plain vs SJD (window {res['jacobi_window']}), image top-k "
+             f"{res['image_top_k']}, seed {res['seed']}; passes per prompt (batched)",
+             f"  {'suite':20}{'plain':>8}{'sjd':>8}{'passes':>9}{'sjd':>8}{'fewer':>8}"]
+    for suite, r in res["suites"].items():
+        lines.append(f"  {suite:20}{r['plain']:8.3f}{r['sjd']:8.3f}{r['plain_forwards']:9.2f}"
+                     f"{r['sjd_forwards']:8.2f}{r['fewer_forwards']:7.2f}x")
+    return "\n".join(lines)
+
+
 BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "sample": bench_sample,
     "train": bench_train,
+    "world": bench_world,
 }
 
 
@@ -306,11 +343,17 @@ def format_sample(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m comfy_lumina_mgpt bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", action="store_true", help="training throughput")
     parser.add_argument("--sample", action="store_true", help="sampling speed against baseline and floor")
+    parser.add_argument("--world", action="store_true",
+                        help="the world benchmark on the bundled model, plain vs SJD (scores and passes)")
+    parser.add_argument("--world-top-k", type=int, default=1, help="world: image top-k (1 = greedy)")
+    parser.add_argument("--world-seed", type=int, default=0, help="world: prompt set and sampling seed")
+    parser.add_argument("--world-n", type=int, default=100, help="world: text-to-image prompts")
+    parser.add_argument("--world-n-omni", type=int, default=40, help="world: scenes per Omni task")
     parser.add_argument("--config", choices=sorted(CONFIGS), default="tiny", help="sample: model shape")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
@@ -318,10 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quant", choices=["none", "int8", "fp8"], default="none",
                         help="sample: weight-only quantization")
     parser.add_argument("--image", default="512x512", help="sample: WxH pixels (32-px steps; 512x512 = 1060 tokens)")
-    parser.add_argument("--cfg", type=float, default=4.0, help="sample: guidance scale (1 = off)")
+    parser.add_argument("--cfg", type=float, default=None, help="guidance scale (1 = off; sample: 4, world: 1)")
     parser.add_argument("--jacobi-window", type=int, default=0, help="sample: speculative Jacobi decoding")
     parser.add_argument("--max-steps", type=int, default=0, help="sample: time only the first N image tokens")
     parser.add_argument("--no-baseline", action="store_true", help="sample: skip the transformers baseline")
+    parser.add_argument("--baseline-steps", type=int, default=0,
+                        help="sample: time the baseline on its first N image tokens only (default: as ours)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per benchmark")
     parser.add_argument("--steps", type=int, default=5, help="train: optimizer steps")
     parser.add_argument("--dim", type=int, default=128, help="train: model width")
@@ -332,7 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="train: every weight (default: LoRA rank 16)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (0 = torch's default; 1 is fastest on a busy machine)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.cfg_set = args.cfg is not None
+    args.cfg = 4.0 if args.cfg is None else args.cfg
     if args.threads:
         torch.set_num_threads(args.threads)
     selected = [name for name in BENCHES if getattr(args, name)] or ["sample"]
@@ -348,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(res))
         elif name == "sample":
             print(format_sample(res))
+        elif name == "world":
+            print(format_world(res))
         else:
             print(f"{name}: {res['tokens_per_s']:.0f} tokens/s on {res['device']} ({res['setup']}; "
                   f"{res['steps']} steps, {res['wall_s']:.1f} s)")
