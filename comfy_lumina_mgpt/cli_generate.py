@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--free-size", action="store_true", help="let the model sample the size tokens")
     p.add_argument("--jacobi-window", type=int, default=0,
                    help="speculative Jacobi decoding with this many drafts per pass (16 recommended; 0 = off)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA graphs on a GPU)")
     p.add_argument("--out", type=Path, default=Path("out.png"), help="output PNG (suffix _N added for N>0)")
     return p
 
@@ -60,7 +61,7 @@ def main(argv: list[str]) -> int:
         settings = SamplerConfig(cfg_scale=args.cfg, image_top_k=args.image_top_k, text_top_k=args.text_top_k,
                                  image_temperature=args.temperature, text_temperature=args.temperature,
                                  force_size=grid, force_images=1 if grid is not None else 0,
-                                 jacobi_window=args.jacobi_window,
+                                 jacobi_window=args.jacobi_window, compiled=args.compile,
                                  max_new_tokens=pipeline.unirep.block_length(height // bundle.patch * 2,
                                                                              width // bundle.patch * 2) + 8)
     except ValueError as err:

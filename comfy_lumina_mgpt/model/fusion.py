@@ -48,9 +48,10 @@ def stack_(linears: Sequence[nn.Linear]) -> Tensor:
 
 
 def project(x: Tensor, linears: Sequence[nn.Module]) -> list[Tensor]:
-    """``[m(x) for m in linears]`` for bias-free layers, by one matmul when they are plain ``nn.Linear`` and no
-    gradient is being recorded."""
-    if torch.is_grad_enabled() or any(type(m) is not nn.Linear or m.bias is not None for m in linears):
+    """``[m(x) for m in linears]`` for bias-free layers, by one matmul when they are plain ``nn.Linear``, no
+    gradient is being recorded and no compiler is tracing."""
+    if (torch.is_grad_enabled() or torch.compiler.is_compiling()  # a compiler fuses on its own
+            or any(type(m) is not nn.Linear or m.bias is not None for m in linears)):
         return [m(x) for m in linears]
     weight = stacked_weight(linears)
     if weight is None:

@@ -16,6 +16,7 @@ Why it is fast (issue: decode step at the memory-bandwidth limit):
 * Positions, forced tokens and masks are small device tensors reused from step to step; ``kv_len`` comes from
   the host, so a step makes no device-to-host sync.
 * ``settings.jacobi_window > 0`` decodes image bodies by speculative Jacobi decoding (``jacobi.py``).
+* ``settings.compiled`` runs image steps through ``torch.compile`` (CUDA graphs on a GPU; ``compiled.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..model.chameleon import LuminaMGPT
 from ..vocab import LuminaVocab
 from . import jacobi
 from .columns import ImageColumns, image_columns
+from .compiled import compiled_image_step
 from .grid import Allowed, Constraint, GridState, Phase
 from .processors import draw, guide, probabilities, sample, top_k_mask, top_p_mask
 from .settings import SamplerConfig
@@ -197,7 +199,7 @@ class _Run:
             prefill(self.model, self.negatives, self.device, first_row=self.bsz)
         return logits
 
-    def forward(self, tokens: Tensor, offsets: int = 1, head: str = "full") -> Tensor | None:
+    def forward(self, tokens: Tensor, head: str = "full") -> Tensor | None:
         """Feed ``tokens [B, T]`` at each row's next ``T`` positions; logits ``[B(*2), T, cols]`` or None.
 
         ``head``: "full" (every vocabulary column), "image" (image codes only) or "none" (no logits).
@@ -210,7 +212,10 @@ class _Run:
         kv_len = max(feed_c + (feed_u if self.guided else [])) + t
         fn = None if head == "full" else (self.columns.head if head == "image" else _no_logits)
         self.forwards += 1
-        return self.model.step(tokens.repeat(2, 1) if self.guided else tokens, positions, kv_len=kv_len, head=fn)
+        feed = tokens.repeat(2, 1) if self.guided else tokens
+        if self.settings.compiled and head == "image" and t == 1:
+            return compiled_image_step(self.model, self.columns)(feed, positions)
+        return self.model.step(feed, positions, kv_len=kv_len, head=fn)
 
     # --- sampling -----------------------------------------------------------------------------------------
     def choose(self, logits: Tensor | None, head: str, generator: torch.Generator | None) -> tuple[Tensor, list]:
@@ -287,14 +292,16 @@ class _Run:
             self.pos_c[i] += 1
 
     def commit_body(self, tokens: Tensor) -> None:
-        """Append ``tokens [B, k]`` of image bodies (codes and forced tokens; every row in the same place)."""
+        """Append ``tokens [B, k]`` of image bodies (codes and forced tokens) to every unfinished row."""
         k = tokens.shape[1]
         if self.step + k > self.budget:
             raise RuntimeError("sampler ran past its token budget")
         self.buffer[:, self.step:self.step + k] = tokens
         self.step += k
         for i, state in enumerate(self.states):
-            for j in range(k):
+            if state.phase == Phase.DONE:
+                continue
+            for _ in range(k):
                 state.advance(state.body_forced(0))
             self.lengths[i] += k
             self.pos_c[i] += k

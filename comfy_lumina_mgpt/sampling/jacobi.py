@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from .grid import Phase
 from .processors import draw
 from .transfer import to_device
 
@@ -32,12 +33,17 @@ if TYPE_CHECKING:
     from .generate import ProducedTokens, StepCallback, _Run
 
 
+def _active(run: _Run) -> list:
+    return [s for s in run.states if s.phase != Phase.DONE]
+
+
 def ready(run: _Run) -> bool:
-    """Whether the next tokens can be decoded by Jacobi windows: every row inside an image body with at least
-    two body tokens left before ``<eoss>`` (the window never reaches it)."""
-    if not all(s.in_body for s in run.states):
+    """Whether the next tokens can be decoded by Jacobi windows: every unfinished row inside an image body with
+    at least two body tokens left before ``<eoss>`` (the window never reaches it). Finished rows ride along."""
+    active = _active(run)
+    if not active or not all(s.in_body for s in active):
         return False
-    return min(s.body_left for s in run.states) >= 2 and run.budget - run.step >= 3
+    return min(s.body_left for s in active) >= 2 and run.budget - run.step >= 3
 
 
 class _Window:
@@ -67,7 +73,8 @@ def _forced_slots(run: _Run, width: int) -> tuple[Tensor, Tensor]:
     """Which of slots ``0..width`` each row must fill with a forced token (EOL), and that token:
     ``is_forced [B, width+1]`` bool and ``ids [B, width+1]`` long (0 where not forced). Slot ``j`` is ``j``
     tokens after the committed prefix."""
-    forced = [[s.body_forced(j) for j in range(width + 1)] for s in run.states]
+    sep = run.vocab.sep_id  # a finished row keeps feeding its separator, as in plain decoding
+    forced = [[s.body_forced(j) if s.phase != Phase.DONE else sep for j in range(width + 1)] for s in run.states]
     flat_ids = [f or 0 for row in forced for f in row]
     flat_mask = [int(f is not None) for row in forced for f in row]
     both = to_device(flat_ids + flat_mask, run.device).view(2, run.bsz, width + 1)
@@ -87,7 +94,7 @@ def decode_body(run: _Run, last: Tensor, generator: torch.Generator | None, on_s
     window = _Window(run)
     n_slots = run.settings.jacobi_window
     while ready(run):
-        width = min(n_slots, min(s.body_left for s in run.states) - 1)
+        width = min(n_slots, min(s.body_left for s in _active(run)) - 1)
         is_forced_all, forced_ids = _forced_slots(run, width)
         window.top_up(width, generator)
         is_forced = is_forced_all[:, :width]

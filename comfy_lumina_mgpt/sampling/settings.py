@@ -27,6 +27,8 @@ class SamplerConfig:
         jacobi_window: > 0 decodes image bodies by speculative Jacobi decoding with this many draft tokens
             per model pass (16 is the SJD paper's choice); the images follow the same distribution as plain
             sampling and greedy decoding gives the same tokens. 0 decodes one token per pass.
+        compiled: run image decode steps through ``torch.compile`` (CUDA graphs on a GPU); the first image of
+            each batch shape pays a compile of tens of seconds.
     """
 
     cfg_scale: float = 4.0
@@ -40,6 +42,7 @@ class SamplerConfig:
     force_size: tuple[int, int] | None = None
     force_images: int = 0
     jacobi_window: int = 0
+    compiled: bool = False
 
     def __post_init__(self) -> None:
         for name in ("image_top_k", "text_top_k"):

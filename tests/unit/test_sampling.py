@@ -225,3 +225,13 @@ def test_bench_table_names_every_figure(capsys):
     out = capsys.readouterr().out
     for figure in ("prefill s", "decode ms/step", "tokens/s", "s/image", "peak memory GB", "time_over_floor"):
         assert figure in out
+
+
+@pytest.mark.slow
+def test_compiled_image_steps_give_the_same_greedy_tokens(tok, model):
+    """torch.compile of the image step (attention over the whole static cache) changes no greedy token."""
+    cfg = SamplerConfig(cfg_scale=2.0, image_top_k=1, text_top_k=1, max_new_tokens=40, force_size=(2, 2),
+                        force_images=1)
+    eager = generate(model, [prompt_ids(tok)] * 2, tok.vocab, cfg)
+    compiled = generate(model, [prompt_ids(tok)] * 2, tok.vocab, SamplerConfig(**{**cfg.__dict__, "compiled": True}))
+    assert compiled.tokens == eager.tokens
