@@ -112,7 +112,8 @@ def new_tokens_budget(settings: SamplerConfig) -> int:
 
 
 class _Ints:
-    """A small list of ints kept on the device; re-sent only when it changes by more than ``+ step``."""
+    """A small list of ints kept on the device (the rows' positions). When every entry moved by the same amount,
+    as positions do from one step to the next, the device copy is shifted in place of a new transfer."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -179,8 +180,10 @@ class _Run:
 
     # --- phases -------------------------------------------------------------------------------------------
     def image_step(self) -> bool:
-        """Whether every row's next token is an image code or forced inside a body (image columns suffice)."""
-        return all(s.in_body for s in self.states)
+        """Whether every unfinished row's next token is an image code or forced inside a body (image columns
+        suffice; finished rows are forced to repeat their separator)."""
+        active = [s for s in self.states if s.phase != Phase.DONE]
+        return bool(active) and all(s.in_body for s in active)
 
     def done(self) -> bool:
         return all(s.phase == Phase.DONE for s in self.states)
