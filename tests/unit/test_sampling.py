@@ -235,3 +235,27 @@ def test_compiled_image_steps_give_the_same_greedy_tokens(tok, model):
     eager = generate(model, [prompt_ids(tok)] * 2, tok.vocab, cfg)
     compiled = generate(model, [prompt_ids(tok)] * 2, tok.vocab, SamplerConfig(**{**cfg.__dict__, "compiled": True}))
     assert compiled.tokens == eager.tokens
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_image_head_logits_equal_the_full_heads_code_columns(tok, model, dtype, tol):
+    """The image-code head computes exactly the full head's columns of the image codes (to the dtype's
+    rounding), and the stacked inference projections equal the one-by-one training pass."""
+    from comfy_lumina_mgpt.sampling.columns import image_columns
+
+    m = LuminaMGPT(model.config).to(dtype).eval()
+    m.load_state_dict({k: v.to(dtype) for k, v in model.state_dict().items()})
+    tokens = torch.tensor([prompt_ids(tok) + [tok.vocab.boi_id, tok.vocab.size_token(1), tok.vocab.size_token(1)]])
+    positions = torch.arange(tokens.shape[1])[None]
+    cols = image_columns(m, tok.vocab)
+    with torch.no_grad():
+        m.setup_caches(1, 64)
+        image = m.step(tokens, positions, head=cols.head)
+        m.setup_caches(1, 64)
+        full = m.step(tokens, positions)
+        m.clear_caches()
+    with torch.enable_grad():
+        plain = m(tokens)  # every projection on its own, no cache
+    codes = torch.tensor(tok.vocab.code_to_id)
+    torch.testing.assert_close(image, full[..., codes], atol=tol, rtol=tol)
+    torch.testing.assert_close(full, plain.detach(), atol=tol * 10, rtol=tol * 10)
