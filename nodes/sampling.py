@@ -17,6 +17,7 @@ from ..comfy_lumina_mgpt.sampling.generate import StepCallback, generate
 from ..comfy_lumina_mgpt.sampling.settings import SamplerConfig
 from .convert import engine_to_image, stack_images
 from .types import LoadedModel, LuminaModel, LuminaPrompt, LuminaTokenizer, LuminaTokens
+from .validation import CheckedNode
 
 CUSTOM = "custom"
 MIN_PATCH = 16  # the smallest size step of any supported model (the bundled one); the real check is per model
@@ -46,6 +47,14 @@ def validate_size(resolution: str, custom_size: str) -> bool | str:
     except ValueError as err:
         return str(err)
     return True
+
+
+def size_problem(values: dict) -> str | None:
+    """``validate_size`` for a node's widget values (sizes that arrive through links are checked later)."""
+    if values.get("resolution") is None or values.get("custom_size") is None:
+        return None
+    verdict = validate_size(values["resolution"], values["custom_size"])
+    return None if verdict is True else str(verdict)
 
 
 def sampler_inputs(cfg: float = 4.0, image_top_k: int = 2000, text_top_k: int = 10,
@@ -121,7 +130,7 @@ def decode_to_image(bundle: TokenizerBundle, batch: TokenBatch) -> torch.Tensor:
     return stack_images([engine_to_image(img) for img in pipeline.decode_batch(bundle, batch)])
 
 
-class LuminaMGPTPrompt(io.ComfyNode):
+class LuminaMGPTPrompt(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -143,8 +152,8 @@ class LuminaMGPTPrompt(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resolution: str, custom_size: str) -> bool | str:
-        return validate_size(resolution, custom_size)
+    def value_problem(cls, values: dict) -> str | None:
+        return size_problem(values)
 
     @classmethod
     def execute(cls, tokenizer: TokenizerBundle, prompt: str, resolution: str, custom_size: str,
@@ -153,7 +162,7 @@ class LuminaMGPTPrompt(io.ComfyNode):
         return io.NodeOutput(pipeline.text_to_image_prompt(tokenizer, prompt, width, height, negative_prompt))
 
 
-class LuminaMGPTSampler(io.ComfyNode):
+class LuminaMGPTSampler(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -187,7 +196,7 @@ class LuminaMGPTSampler(io.ComfyNode):
         return io.NodeOutput(batch, "\n".join(batch.texts))
 
 
-class LuminaMGPTTextToImage(io.ComfyNode):
+class LuminaMGPTTextToImage(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -207,8 +216,8 @@ class LuminaMGPTTextToImage(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resolution: str, custom_size: str) -> bool | str:
-        return validate_size(resolution, custom_size)
+    def value_problem(cls, values: dict) -> str | None:
+        return size_problem(values)
 
     @classmethod
     def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, prompt: str, resolution: str,

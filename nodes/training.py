@@ -20,6 +20,7 @@ from comfy_api.latest import io
 from PIL import Image
 
 from ..comfy_lumina_mgpt import pipeline
+from ..comfy_lumina_mgpt.checks import require
 from ..comfy_lumina_mgpt.model.loading import save_model
 from ..comfy_lumina_mgpt.pipeline import TokenizerBundle
 from ..comfy_lumina_mgpt.sampling.generate import generate
@@ -31,24 +32,42 @@ from ..comfy_lumina_mgpt.training.loop import train
 from ..comfy_lumina_mgpt.training.plot import loss_curve_image
 from .convert import FOLDER, LORA_FOLDER, engine_to_image, list_subfolders, resolve_subfolder
 from .types import LoadedModel, LuminaModel, LuminaTokenizer
+from .validation import CheckedNode
 
 CATEGORY = "Lumina-mGPT/training"
 
 
 def dataset_path(text: str) -> Path:
-    """Absolute, or relative to ComfyUI's input folder; ValueError if it does not exist."""
+    """Absolute, or relative to ComfyUI's input folder; ValueError if it is empty, the input folder itself, or
+    does not exist."""
+    require(dataset_problem(text))
+    return _dataset_candidate(text)
+
+
+def _dataset_candidate(text: str) -> Path:
     path = Path(text.strip()).expanduser()
-    if not path.is_absolute():
-        path = Path(folder_paths.get_input_directory()) / path
+    return path if path.is_absolute() else Path(folder_paths.get_input_directory()) / path
+
+
+def dataset_problem(text: str) -> str | None:
+    if not text.strip():
+        return ("widget 'dataset' is empty; name a folder of images with .txt captions or a conversation "
+                ".json/.jsonl, absolute or relative to ComfyUI's input folder")
+    path = _dataset_candidate(text).resolve()
+    inputs = Path(folder_paths.get_input_directory()).resolve()
+    if path == inputs or path in inputs.parents:
+        return (f"widget 'dataset' {text!r} is (or holds) ComfyUI's whole input folder; put the training images "
+                "in a sub-folder of it and name that")
     if not path.exists():
-        raise ValueError(f"dataset {text!r} not found (looked at {path}); give a folder of images with .txt "
-                         "captions or a conversation .json/.jsonl, absolute or relative to ComfyUI's input folder")
-    return path
+        return (f"dataset {text!r} not found (looked at {path}); give a folder of images with .txt captions or a "
+                "conversation .json/.jsonl, absolute or relative to ComfyUI's input folder")
+    return None
 
 
-def check_folder_name(name: str, what: str) -> None:
+def folder_name_problem(name: str, what: str) -> str | None:
     if not name.strip() or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"{what} {name!r} must be a plain folder name (no slashes, not starting with '.')")
+        return f"{what} {name!r} must be a plain folder name (no slashes, not starting with '.')"
+    return None
 
 
 def pil_image(image: torch.Tensor) -> Image.Image:
@@ -72,7 +91,7 @@ def validation_image(lm, bundle: TokenizerBundle, prompt: str, width: int, heigh
     return pil_image(engine_to_image(pipeline.decode_codes(bundle, codes[0]))[0])
 
 
-class LuminaMGPTTrainer(io.ComfyNode):
+class LuminaMGPTTrainer(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -117,11 +136,20 @@ class LuminaMGPTTrainer(io.ComfyNode):
         )
 
     @classmethod
+    def value_problem(cls, values: dict) -> str | None:
+        if values.get("dataset") is not None:
+            problem = dataset_problem(values["dataset"])
+            if problem is not None:
+                return problem
+        if values.get("output_name") is not None:
+            return folder_name_problem(values["output_name"], "widget 'output_name'")
+        return None
+
+    @classmethod
     def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, dataset: str, mode: str, steps: int,
                 learning_rate: float, batch_size: int, grad_accum: int, lora_rank: int, lora_alpha: float,
                 target_size: str, save_every: int, seed: int, output_name: str, validation_prompt: str = "",
                 validation_size: str = "64x64", validate_every: int = 0) -> io.NodeOutput:
-        check_folder_name(output_name, "output_name")
         source = dataset_path(dataset)
         val_w, val_h = pipeline.parse_size(validation_size) if validation_prompt.strip() else (0, 0)
         run_dir = Path(folder_paths.get_output_directory()) / "lumina_mgpt_training" / output_name
@@ -178,7 +206,7 @@ class LuminaMGPTTrainer(io.ComfyNode):
         return LoadedModel(patcher, name, model.dtype_name)
 
 
-class LuminaMGPTLoraLoader(io.ComfyNode):
+class LuminaMGPTLoraLoader(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -207,7 +235,7 @@ class LuminaMGPTLoraLoader(io.ComfyNode):
         return io.NodeOutput(LoadedModel(patcher, f"{model.name}+{lora_name}", model.dtype_name))
 
 
-class LuminaMGPTSaveMerged(io.ComfyNode):
+class LuminaMGPTSaveMerged(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -221,8 +249,11 @@ class LuminaMGPTSaveMerged(io.ComfyNode):
         )
 
     @classmethod
+    def value_problem(cls, values: dict) -> str | None:
+        return None if values.get("name") is None else folder_name_problem(values["name"], "widget 'name'")
+
+    @classmethod
     def execute(cls, model: LoadedModel, name: str) -> io.NodeOutput:
-        check_folder_name(name, "name")
         mm.load_models_gpu([model.patcher], force_full_load=True)  # patches are applied while loaded
         folder = Path(folder_paths.get_folder_paths(FOLDER)[0]) / name
         save_model(model.patcher.model, folder)
