@@ -20,6 +20,7 @@ from comfy_api.latest import io
 from PIL import Image
 
 from ..comfy_lumina_mgpt import pipeline
+from ..comfy_lumina_mgpt.atomic import check_writable, claim_new_folder
 from ..comfy_lumina_mgpt.checks import require
 from ..comfy_lumina_mgpt.model.loading import save_model
 from ..comfy_lumina_mgpt.pipeline import TokenizerBundle
@@ -67,6 +68,28 @@ def dataset_problem(text: str) -> str | None:
 def folder_name_problem(name: str, what: str) -> str | None:
     if not name.strip() or "/" in name or "\\" in name or name.startswith("."):
         return f"{what} {name!r} must be a plain folder name (no slashes, not starting with '.')"
+    return None
+
+
+def output_folder(kind: str, name: str) -> Path:
+    """Where a result named ``name`` goes: the existing folder of that name under any root of model folder
+    ``kind`` (the one the loaders would find, so nothing is shadowed), else the first root."""
+    roots = [Path(p) for p in folder_paths.get_folder_paths(kind)]
+    for root in roots:
+        if (root / name).exists() or (root / name).is_symlink():
+            return root / name
+    return roots[0] / name
+
+
+def output_problem(kind: str, name: str, overwrite: bool, widget: str, what: str) -> str | None:
+    """Why the result cannot be written to ``output_folder(kind, name)`` (None if it can)."""
+    problem = folder_name_problem(name, f"widget '{widget}'")
+    if problem is not None:
+        return problem
+    try:
+        check_writable(output_folder(kind, name), overwrite, what)
+    except ValueError as err:
+        return f"widget '{widget}': {err}"
     return None
 
 
@@ -130,6 +153,10 @@ class LuminaMGPTTrainer(CheckedNode):
                                 tooltip="WxH of the validation image."),
                 io.Int.Input("validate_every", default=0, min=0, max=1_000_000, optional=True,
                              tooltip="0 = no validation previews."),
+                io.Boolean.Input("overwrite", default=False, optional=True,
+                                 tooltip="Off: an existing output_name folder is refused before training. On: "
+                                         "its weights are replaced when the run ends; its other files (tokenizer, "
+                                         "VQGAN, your own) are kept."),
             ],
             outputs=[LuminaModel.Output(display_name="model"), io.Image.Output(display_name="loss_curve"),
                      io.String.Output(display_name="summary")],
@@ -141,18 +168,22 @@ class LuminaMGPTTrainer(CheckedNode):
             problem = dataset_problem(values["dataset"])
             if problem is not None:
                 return problem
-        if values.get("output_name") is not None:
-            return folder_name_problem(values["output_name"], "widget 'output_name'")
+        if values.get("output_name") is not None and values.get("mode") is not None:
+            kind = LORA_FOLDER if values["mode"] == "lora" else FOLDER
+            return output_problem(kind, values["output_name"], bool(values.get("overwrite")), "output_name",
+                                  "LoRA folder" if kind == LORA_FOLDER else "model folder")
         return None
 
     @classmethod
     def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, dataset: str, mode: str, steps: int,
                 learning_rate: float, batch_size: int, grad_accum: int, lora_rank: int, lora_alpha: float,
                 target_size: str, save_every: int, seed: int, output_name: str, validation_prompt: str = "",
-                validation_size: str = "64x64", validate_every: int = 0) -> io.NodeOutput:
+                validation_size: str = "64x64", validate_every: int = 0, overwrite: bool = False
+                ) -> io.NodeOutput:
         source = dataset_path(dataset)
         val_w, val_h = pipeline.parse_size(validation_size) if validation_prompt.strip() else (0, 0)
-        run_dir = Path(folder_paths.get_output_directory()) / "lumina_mgpt_training" / output_name
+        # a new run folder per run: a second run of the same name never touches the first one's checkpoints
+        run_dir = claim_new_folder(Path(folder_paths.get_output_directory()) / "lumina_mgpt_training", output_name)
         cfg = TrainConfig(lr=learning_rate, max_steps=steps, batch_size=batch_size, grad_accum=grad_accum,
                           warmup_steps=min(100, steps // 10), save_every=save_every, seed=seed,
                           target_size=int(target_size), output_dir=str(run_dir),
@@ -177,7 +208,7 @@ class LuminaMGPTTrainer(CheckedNode):
         with torch.inference_mode(False), torch.enable_grad():
             try:
                 result = train(lm, data, cfg, on_step=on_step, should_stop=mm.processing_interrupted)
-                out = cls.finish(model, result, mode, cfg, output_name)
+                out = cls.finish(model, result, mode, cfg, output_name, overwrite)
             finally:
                 if mode == "lora" and lora_lib.has_lora(base):
                     lora_lib.unload_lora(base)  # the input model stays as it was
@@ -186,21 +217,22 @@ class LuminaMGPTTrainer(CheckedNode):
         losses = [h["loss"] for h in result.history]
         summary = (f"{mode} finetune '{output_name}': {result.step} steps on {len(data)} examples "
                    f"({report.summary()}); loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
-                   f"checkpoint {result.last_checkpoint}")
+                   f"checkpoint {result.last_checkpoint}; run folder {run_dir}")
         curve = torch.from_numpy(np.asarray(loss_curve_image(result.history), dtype=np.float32) / 255.0)[None]
         return io.NodeOutput(out, curve, summary)
 
     @staticmethod
-    def finish(model: LoadedModel, result, mode: str, cfg: TrainConfig, name: str) -> LoadedModel:
+    def finish(model: LoadedModel, result, mode: str, cfg: TrainConfig, name: str, overwrite: bool
+               ) -> LoadedModel:
         """Save the result where the loaders find it and wrap it for ComfyUI."""
         if mode == "lora":
-            folder = Path(folder_paths.get_folder_paths(LORA_FOLDER)[0]) / name
-            lora_lib.save_lora(result.model, cfg.lora, folder)
+            folder = output_folder(LORA_FOLDER, name)
+            lora_lib.save_lora(result.model, cfg.lora, folder, overwrite=overwrite)
             patcher = model.patcher.clone()
             patcher.add_patches({k: (v,) for k, v in lora_lib.lora_weight_deltas(folder).items()}, 1.0)
             return LoadedModel(patcher, f"{model.name}+{name}", model.dtype_name)
-        folder = Path(folder_paths.get_folder_paths(FOLDER)[0]) / name
-        save_model(result.model, folder, dtype=next(model.patcher.model.parameters()).dtype)
+        folder = output_folder(FOLDER, name)
+        save_model(result.model, folder, dtype=next(model.patcher.model.parameters()).dtype, overwrite=overwrite)
         patcher = comfy.model_patcher.ModelPatcher(result.model.eval(), load_device=model.patcher.load_device,
                                                    offload_device=model.patcher.offload_device)
         return LoadedModel(patcher, name, model.dtype_name)
@@ -244,17 +276,23 @@ class LuminaMGPTSaveMerged(CheckedNode):
             description="Writes the model with its LoRA patches folded in, as a checkpoint folder in the "
                         "published layout under models/lumina_mgpt/.",
             inputs=[LuminaModel.Input("model", tooltip="A model, e.g. from the LoRA Loader or the Trainer."),
-                    io.String.Input("name", default="merged", tooltip="Folder name under models/lumina_mgpt/.")],
+                    io.String.Input("name", default="merged", tooltip="Folder name under models/lumina_mgpt/."),
+                    io.Boolean.Input("overwrite", default=False, optional=True,
+                                     tooltip="Off: an existing folder of that name is refused. On: its weights "
+                                             "are replaced; its other files (tokenizer, VQGAN, your own) are "
+                                             "kept.")],
             outputs=[io.String.Output(display_name="path")],
         )
 
     @classmethod
     def value_problem(cls, values: dict) -> str | None:
-        return None if values.get("name") is None else folder_name_problem(values["name"], "widget 'name'")
+        if values.get("name") is None:
+            return None
+        return output_problem(FOLDER, values["name"], bool(values.get("overwrite")), "name", "model folder")
 
     @classmethod
-    def execute(cls, model: LoadedModel, name: str) -> io.NodeOutput:
+    def execute(cls, model: LoadedModel, name: str, overwrite: bool = False) -> io.NodeOutput:
         mm.load_models_gpu([model.patcher], force_full_load=True)  # patches are applied while loaded
-        folder = Path(folder_paths.get_folder_paths(FOLDER)[0]) / name
-        save_model(model.patcher.model, folder)
+        folder = output_folder(FOLDER, name)
+        save_model(model.patcher.model, folder, overwrite=overwrite)
         return io.NodeOutput(str(folder))

@@ -76,7 +76,8 @@ def write_checkpoint(output_dir: str | Path, step: int, writer: Callable[[Path],
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)
-    with atomic_folder(final) as tmp:
+    # a step folder is the trainer's own: one left by an earlier attempt at this step is replaced whole
+    with atomic_folder(final, overwrite=True, replaces=lambda name: True, what="checkpoint") as tmp:
         writer(tmp)
     if keep_last:
         for stale in list_checkpoints(root)[:-keep_last]:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..model.loading import checkpoint_files, save_model
+from ..model.loading import checkpoint_files, write_model_files
 from . import checkpoint as ckpt
 from . import distributed as dist
 from .config import TrainConfig
@@ -236,7 +236,7 @@ def evaluate(model: nn.Module, dataset: TokenDataset, cfg: TrainConfig, device: 
 
 # --- checkpoints ------------------------------------------------------------------------------------------
 class _StateView:
-    """Looks enough like a ``LuminaMGPT`` for ``save_model``: a config and a (gathered) state dict."""
+    """Looks enough like a ``LuminaMGPT`` for ``write_model_files``: a config and a (gathered) state dict."""
 
     def __init__(self, config: Any, state: dict[str, Tensor]) -> None:
         self.config, self._state = config, state
@@ -276,7 +276,7 @@ def _save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Tr
                 assert cfg.lora is not None
                 write_lora_files(folder, lora_state_dict(weights if weights is not None else inner), cfg.lora)
             else:
-                save_model(inner if weights is None else _StateView(inner.config, weights), folder)
+                write_model_files(inner if weights is None else _StateView(inner.config, weights), folder)
             ckpt.save_trainer_state(folder, state)
 
         path = ckpt.write_checkpoint(cfg.output_dir, step, writer, cfg.keep_last)
