@@ -182,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(cfg.model_dir, dtype=cfg.model_dtype, device="cpu" if accelerator else device)
     bundle.check_model_vocab(model.config.vocab_size)
     dtype = next(model.parameters()).dtype
-    result = train(model, dataset, cfg, accelerator=accelerator, resume_from=args.resume)
+    try:
+        result = train(model, dataset, cfg, accelerator=accelerator, resume_from=args.resume)
+    except ValueError as err:  # a run that went non-finite, or no usable checkpoint to resume from
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if main_process:
         out = Path(cfg.output_dir)
         written = _export(cfg, result, dist.is_fsdp(accelerator), dtype)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -146,7 +147,7 @@ def read_lora_weights(folder: str | Path) -> dict[str, Tensor]:
     path = Path(folder) / ADAPTER_WEIGHTS
     try:
         raw = load_file(str(path))
-    except (OSError, RuntimeError, ValueError) as err:
+    except (OSError, RuntimeError, ValueError, SafetensorError) as err:
         raise ValueError(f"cannot read LoRA weights {path}: {err}") from err
     out = {}
     for key, tensor in raw.items():

@@ -1,6 +1,7 @@
 """Nothing lost, in a real ComfyUI 0.3.75: the Trainer and Save Merged nodes refuse an existing model or LoRA
-folder unless 'overwrite' is on, an overwrite keeps every file it does not write, and a second run never
-touches the first run's folder.
+folder unless 'overwrite' is on, an overwrite keeps every file it does not write, a second run never touches
+the first run's folder, a run that turns non-finite writes nothing, and `train --resume` passes over a NaN
+checkpoint.
 
 The bundled model folder is never written to: the overwrite runs go to a copy of it under the server's models
 folder, and the committed folder is hashed before and after.
@@ -11,10 +12,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from comfy_lumina_mgpt.world import write_folder_dataset
 
@@ -144,3 +149,46 @@ def test_second_run_of_a_name_gets_its_own_run_folder(server, safe_cases):
         assert (runs / f"{name}-2" / "step-00000002" / "adapter_model.safetensors").is_file()
         assert (adapter / "README.md").read_text() == "notes on this adapter"
 
+
+def test_a_run_that_turns_non_finite_writes_nothing(server, demo_model, safe_cases):
+    poisoned = server.models_dir / "lumina_mgpt" / f"poisoned-{uuid.uuid4().hex[:6]}"
+    shutil.copytree(demo_model, poisoned)
+    weights = load_file(str(poisoned / "model.safetensors"))
+    key = next(k for k in sorted(weights) if k.endswith("mlp.up_proj.weight"))
+    weights[key] = weights[key].clone()
+    weights[key][0, 0] = float("nan")
+    save_file(weights, str(poisoned / "model.safetensors"), metadata={"format": "pt"})
+    name = f"nan-{uuid.uuid4().hex[:6]}"
+    with safe_cases.case("Trainer on a model with a NaN weight"):
+        result = server.run(with_preview({**loaders(poisoned.name), "3": trainer(name)}, "3", 2), timeout=600)
+        assert result.status == "error"
+        message = result.error["exception_message"]
+        assert "training stopped at step 1: the loss" in message and "no checkpoint was written" in message
+        run = server.output_dir / "lumina_mgpt_training" / name
+        assert not list(run.glob("step-*"))
+        assert not (server.models_dir / "lumina_mgpt_lora" / name).exists()
+
+
+def test_train_command_resume_passes_over_a_nan_checkpoint(server, demo_model, tmp_path, safe_cases):
+    """The issue's `train --resume` on a checkpoint with NaN weights, as a user runs it (a real process)."""
+    out = tmp_path / "run"
+    config = tmp_path / "train.yaml"
+    config.write_text(f"model_dir: {demo_model}\ndata: {server.input_dir / 'safe_writes_t2i'}\noutput_dir: {out}\n"
+                      "target_size: 64\nmax_steps: 2\nbatch_size: 2\nsave_every: 1\nkeep_last: 3\n"
+                      "lora:\n  rank: 2\nlr: 1.0e-3\ngradient_checkpointing: false\n")
+    command = [sys.executable, "-m", "comfy_lumina_mgpt", "train", "--config", str(config)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    adapter = out / "step-00000002" / "adapter_model.safetensors"
+    save_file({k: torch.full_like(v, float("nan")) for k, v in load_file(str(adapter)).items()}, str(adapter))
+    good = digest(out / "step-00000001")
+    with safe_cases.case("train --resume from a NaN checkpoint"):
+        resumed = subprocess.run([*command, "--set", "max_steps=3", "--resume"], cwd=REPO, env=env,
+                                 capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "Traceback" not in resumed.stderr
+        assert "cannot resume from" in resumed.stderr and "holds NaN or infinity" in resumed.stderr
+        assert f"resuming from {out / 'step-00000001'} instead" in resumed.stderr
+        assert digest(out / "step-00000001") == good
+        assert "trained to step 3/3" in resumed.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,39 @@ def test_train_command_refuses_an_earlier_run_and_overwrite_moves_it_aside(train
     assert moved == {k: v for k, v in first.items() if not k.startswith("token_cache/")}
     assert (out / "step-00000002" / "trainer_state.json").is_file()
 
+
+def test_train_command_resume_past_nan_checkpoint_then_stops_clearly(train_yaml, tmp_path, capsys, caplog):
+    """A NaN resume: the damaged newest checkpoint is passed over (saying so), and a run that turns non-finite
+    ends with one clear error line and leaves the good checkpoints as they were."""
+    from safetensors.torch import load_file, save_file
+
+    from comfy_lumina_mgpt.training import checkpoint as ckpt
+    from comfy_lumina_mgpt.training import cli
+
+    config = tmp_path / "train.yaml"
+    config.write_text(train_yaml.read_text().replace(str(train_yaml.parent / "run"), str(tmp_path / "run")))
+    out = tmp_path / "run"
+    assert cli.main(["--config", str(config)]) == 0
+    adapter = out / "step-00000002" / "adapter_model.safetensors"
+    tensors = {k: v.clone() for k, v in load_file(str(adapter)).items()}
+    for v in tensors.values():
+        v.fill_(float("nan"))
+    save_file(tensors, str(adapter))
+    with caplog.at_level("WARNING"):
+        assert cli.main(["--config", str(config), "--set", "max_steps=3", "--resume"]) == 0
+    assert "cannot resume from" in caplog.text and "holds NaN" in caplog.text and "step-00000001" in caplog.text
+    assert ckpt.passed_finite_check(out / "step-00000003")
+    history = json.loads((out / "history.json").read_text())
+    assert [h["step"] for h in history] == [2, 3]
+    capsys.readouterr()
+    kept = digest(out)
+    # the same run with a learning rate that overflows: one clear line, and every checkpoint it had is kept
+    rc = cli.main(["--config", str(config), "--set", "max_steps=8", "--set", "lr=1.0e+30", "--set", "keep_last=0",
+                   "--resume"])
+    err = capsys.readouterr().err
+    match = re.match(r"error: training stopped at step (\d+): ", err)
+    assert rc == 2 and match and "Traceback" not in err and "Lower the learning rate" in err
+    after = digest(out)
+    assert {k: after.get(k) for k in kept if k.startswith("step-")} == {k: v for k, v in kept.items()
+                                                                      if k.startswith("step-")}
+    assert not (out / ckpt.step_dir_name(int(match.group(1)))).exists()
