@@ -80,7 +80,8 @@ def world_copy(server):
     folder = server.models_dir / "lumina_mgpt" / f"lumina-mgpt-world-copy-{uuid.uuid4().hex[:6]}"
     shutil.copytree(BUNDLED, folder)
     (folder / "my-notes.txt").write_text("the user's own file")
-    return folder
+    yield folder
+    shutil.rmtree(folder)  # the other tests list every model folder; leave them as they were
 
 
 @pytest.fixture(scope="module")
@@ -150,14 +151,21 @@ def test_second_run_of_a_name_gets_its_own_run_folder(server, safe_cases):
         assert (adapter / "README.md").read_text() == "notes on this adapter"
 
 
-def test_a_run_that_turns_non_finite_writes_nothing(server, demo_model, safe_cases):
-    poisoned = server.models_dir / "lumina_mgpt" / f"poisoned-{uuid.uuid4().hex[:6]}"
-    shutil.copytree(demo_model, poisoned)
-    weights = load_file(str(poisoned / "model.safetensors"))
+@pytest.fixture()
+def poisoned(server, demo_model):
+    """A copy of the demo model with one NaN weight, under the server's models folder."""
+    folder = server.models_dir / "lumina_mgpt" / f"poisoned-{uuid.uuid4().hex[:6]}"
+    shutil.copytree(demo_model, folder)
+    weights = load_file(str(folder / "model.safetensors"))
     key = next(k for k in sorted(weights) if k.endswith("mlp.up_proj.weight"))
     weights[key] = weights[key].clone()
     weights[key][0, 0] = float("nan")
-    save_file(weights, str(poisoned / "model.safetensors"), metadata={"format": "pt"})
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_a_run_that_turns_non_finite_writes_nothing(server, poisoned, safe_cases):
     name = f"nan-{uuid.uuid4().hex[:6]}"
     with safe_cases.case("Trainer on a model with a NaN weight"):
         result = server.run(with_preview({**loaders(poisoned.name), "3": trainer(name)}, "3", 2), timeout=600)
