@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from . import conversation, pipeline
+from .checks import number_problem, require, text_problem
 from .model.loading import load_model
 from .preprocess import tensor_to_pil
 from .sampling.generate import generate
@@ -52,6 +53,11 @@ def main(argv: list[str]) -> int:
     dtype = args.dtype if args.dtype != "auto" else ("fp32" if device.type == "cpu" else "bf16")
     tok_dir = args.tokenizer or args.model
     try:
+        # the checks the nodes make on their widgets (argv bytes that are not UTF-8 arrive as lone surrogates)
+        for flag in ("prompt", "negative", "size"):
+            require(text_problem(getattr(args, flag), f"--{flag}"))
+        for flag in ("cfg", "temperature"):
+            require(number_problem(getattr(args, flag), f"--{flag}", minimum=0.0))
         bundle = pipeline.load_tokenizer_bundle(tok_dir, args.vqgan, device=device)
         model = load_model(args.model, dtype=dtype, device=device)
         bundle.check_model_vocab(model.config.vocab_size)

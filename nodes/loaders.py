@@ -12,6 +12,7 @@ from ..comfy_lumina_mgpt.model.loading import load_model
 from ..comfy_lumina_mgpt.pipeline import TokenizerBundle, has_tokenizer, has_vqgan, load_tokenizer_bundle
 from .convert import FOLDER, VQ_FOLDER, list_subfolders, resolve_subfolder, torch_dtype
 from .types import LoadedModel, LuminaModel, LuminaTokenizer
+from .validation import CheckedNode
 
 SAME_FOLDER = "(same as tokenizer)"
 
@@ -37,7 +38,7 @@ def _resolve(choice: str):
     return resolve_subfolder(root, rel)
 
 
-class LuminaMGPTModelLoader(io.ComfyNode):
+class LuminaMGPTModelLoader(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -64,7 +65,7 @@ class LuminaMGPTModelLoader(io.ComfyNode):
         return io.NodeOutput(LoadedModel(patcher, model_name, dtype))
 
 
-class LuminaMGPTTokenizerLoader(io.ComfyNode):
+class LuminaMGPTTokenizerLoader(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

@@ -18,6 +18,7 @@ from ..comfy_lumina_mgpt.sampling.settings import MAX_JACOBI_WINDOW, SamplerConf
 from .convert import engine_to_image, stack_images
 from .loaders import vqgan_patcher
 from .types import LoadedModel, LuminaModel, LuminaPrompt, LuminaTokenizer, LuminaTokens
+from .validation import CheckedNode
 
 CUSTOM = "custom"
 MIN_PATCH = 16  # the smallest size step of any supported model (the bundled one); the real check is per model
@@ -47,6 +48,14 @@ def validate_size(resolution: str, custom_size: str) -> bool | str:
     except ValueError as err:
         return str(err)
     return True
+
+
+def size_problem(values: dict) -> str | None:
+    """``validate_size`` for a node's widget values (sizes that arrive through links are checked later)."""
+    if values.get("resolution") is None or values.get("custom_size") is None:
+        return None
+    verdict = validate_size(values["resolution"], values["custom_size"])
+    return None if verdict is True else str(verdict)
 
 
 def sampler_inputs(cfg: float = 4.0, image_top_k: int = 2000, text_top_k: int = 10,
@@ -137,7 +146,7 @@ def decode_to_image(bundle: TokenizerBundle, batch: TokenBatch) -> torch.Tensor:
     return stack_images([engine_to_image(img) for img in pipeline.decode_batch(bundle, batch)])
 
 
-class LuminaMGPTPrompt(io.ComfyNode):
+class LuminaMGPTPrompt(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -159,8 +168,8 @@ class LuminaMGPTPrompt(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resolution: str, custom_size: str) -> bool | str:
-        return validate_size(resolution, custom_size)
+    def value_problem(cls, values: dict) -> str | None:
+        return size_problem(values)
 
     @classmethod
     def execute(cls, tokenizer: TokenizerBundle, prompt: str, resolution: str, custom_size: str,
@@ -169,7 +178,7 @@ class LuminaMGPTPrompt(io.ComfyNode):
         return io.NodeOutput(pipeline.text_to_image_prompt(tokenizer, prompt, width, height, negative_prompt))
 
 
-class LuminaMGPTSampler(io.ComfyNode):
+class LuminaMGPTSampler(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -204,7 +213,7 @@ class LuminaMGPTSampler(io.ComfyNode):
         return io.NodeOutput(batch, "\n".join(batch.texts))
 
 
-class LuminaMGPTTextToImage(io.ComfyNode):
+class LuminaMGPTTextToImage(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -225,8 +234,8 @@ class LuminaMGPTTextToImage(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resolution: str, custom_size: str) -> bool | str:
-        return validate_size(resolution, custom_size)
+    def value_problem(cls, values: dict) -> str | None:
+        return size_problem(values)
 
     @classmethod
     def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, prompt: str, resolution: str,

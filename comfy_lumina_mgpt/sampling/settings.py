@@ -45,6 +45,11 @@ class SamplerConfig:
     compiled: bool = False
 
     def __post_init__(self) -> None:
+        # NaN passes every range test below (all comparisons with it are false): refuse it and infinities first
+        for name in ("cfg_scale", "image_top_p", "text_top_p", "image_temperature", "text_temperature"):
+            value = getattr(self, name)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(f"{name} must be a finite number; got {value}")
         for name in ("image_top_k", "text_top_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1 (1 = always the most likely token); "
