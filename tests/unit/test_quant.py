@@ -1,6 +1,9 @@
-"""Weight-only int8 / fp8 layers: error bounds against the float layer, row narrowing, model quantization."""
+"""Weight-only int8 / fp8 layers: error bounds against the float layer, row narrowing, model quantization,
+quantized loading, and the bundled world model's predictions with int8 weights."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,10 +11,12 @@ from torch import nn
 
 from comfy_lumina_mgpt.model import quant
 from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
+from comfy_lumina_mgpt.model.loading import load_model, save_model
 from comfy_lumina_mgpt.model.quant import Fp8Linear, Int8Linear, quantize_model_
 
 from .test_model import randomized, tiny_config
 
+WORLD = Path(__file__).resolve().parents[2] / "models" / "lumina_mgpt" / "lumina-mgpt-world"
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 # Rows 1-2: the guidance pair (packed int8 kernel on the CPU); 40: past CPU_PACK_MAX_ROWS (chunked dequantization).
 ROWS = [1, 2, 40]
@@ -177,3 +182,73 @@ def test_quantize_model_errors_and_none(monkeypatch):
 def test_quant_choices():
     assert quant.quant_choices("cpu") == ["none", "int8", "fp8"]
     assert quant.quant_choices(torch.device("mps")) == ["none", "int8"]
+
+
+def test_load_model_quantizes_while_loading(tmp_path):
+    """Quantizing tensor by tensor while reading gives the same buffers as quantizing the loaded model; a
+    sharded folder works too; quant='none' keeps plain nn.Linear with the file's exact weights."""
+    model = tiny_model()
+    save_model(model, tmp_path / "m", max_shard_bytes=60_000)
+    assert len(list((tmp_path / "m").glob("model-*.safetensors"))) > 1
+    plain = load_model(tmp_path / "m", dtype="bf16")
+    assert isinstance(plain.lm_head, nn.Linear)
+    assert all(torch.equal(a, b.to(torch.bfloat16)) for a, b in
+               zip(plain.state_dict().values(), model.state_dict().values()))
+    loaded = load_model(tmp_path / "m", dtype="bf16", quant="int8")
+    reference = quantize_model_(load_model(tmp_path / "m", dtype="bf16"), "int8")
+    assert loaded.state_dict().keys() == reference.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), reference.state_dict().values()))
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    with pytest.raises(ValueError, match="Unknown quant mode"):
+        load_model(tmp_path / "m", quant="int4")
+    with pytest.raises(ValueError, match="cannot save a quantized model"):
+        save_model(loaded, tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+
+
+def world_sequences(model: LuminaMGPT) -> list[list[int]]:
+    """Prompts of the bundled world's captions, each followed by the float model's greedy picture tokens."""
+    from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle, text_to_image_prompt
+    from comfy_lumina_mgpt.sampling.generate import generate
+    from comfy_lumina_mgpt.sampling.settings import SamplerConfig
+    from comfy_lumina_mgpt.world.scene import caption, sample_scene
+
+    bundle = load_tokenizer_bundle(WORLD)
+    seqs = []
+    for seed in range(6):
+        prompt = text_to_image_prompt(bundle, caption(sample_scene(seed, size=(64, 48))), 64, 48)
+        cfg = SamplerConfig(cfg_scale=1.0, image_top_k=1, text_top_k=1, force_size=prompt.grid_for(bundle.patch),
+                            force_images=1, max_new_tokens=128)
+        out = generate(model, [list(prompt.ids)], bundle.vocab, cfg, generator=torch.Generator().manual_seed(0))
+        seqs.append(list(prompt.ids) + out.tokens[0])
+    return seqs
+
+
+@pytest.fixture(scope="module")
+def world_models():
+    return load_model(WORLD, dtype="bf16"), load_model(WORLD, dtype="bf16", quant="int8")
+
+
+@torch.no_grad()
+def test_world_model_int8_predicts_like_bf16(world_models):
+    """Teacher-forced over 6 captions + their pictures (every position, prompt text included), the int8 model's
+    top-1 is the bf16 model's at >= 99 % of positions, and its logits stay within 10 % of the logits' spread."""
+    ref, q = world_models
+    agree = total = 0
+    for seq in world_sequences(ref):
+        tokens = torch.tensor([seq])
+        a, b = ref(tokens)[0], q(tokens)[0]
+        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        total += len(seq)
+        assert (a - b).abs().max() < 0.1 * a.std()
+    assert total > 400 and agree / total >= 0.99, (agree, total)
+
+
+def test_world_model_int8_generates_like_bf16(world_models):
+    """Greedy pictures through the real sampler (KV cache in the compute dtype, not the head's int8)."""
+    ref, q = world_models
+    want, got = world_sequences(ref), world_sequences(q)
+    same = sum(x == y for a, b in zip(want, got) for x, y in zip(a, b))
+    assert [len(s) for s in got] == [len(s) for s in want]
+    assert same / sum(len(s) for s in want) >= 0.99
+    assert q.model.layers[0].self_attn.kv_cache is None  # freed after generate
