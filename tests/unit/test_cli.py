@@ -35,3 +35,13 @@ def test_dispatch(capsys):
     assert main(["--help"]) == 0
     assert "run-workflow" in capsys.readouterr().out
     assert main(["no-such-command"]) == 2
+
+
+def test_generate_with_int8_weights(model, tmp_path, capsys):
+    out = tmp_path / "q.png"
+    rc = main(["generate", "--model", str(model), "--prompt", "a red circle", "--size", "32x32", "--seed", "1",
+               "--out", str(out), "--device", "cpu", "--quant", "int8"])
+    assert rc == 0 and Image.open(out).size == (32, 32)
+    with pytest.raises(SystemExit):
+        main(["generate", "--model", str(model), "--prompt", "x", "--quant", "int4"])
+    assert "invalid choice: 'int4'" in capsys.readouterr().err
