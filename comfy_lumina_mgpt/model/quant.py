@@ -108,11 +108,13 @@ def quantize_rows(weight: Tensor, mode: str) -> tuple[Tensor, Tensor]:
             raise ValueError(f"torch {torch.__version__} has no float8_e4m3fn; use quant='int8' or upgrade torch")
     else:
         raise ValueError(f"quantize_rows mode must be 'int8' or 'fp8', got {mode!r}")
-    scales = _row_scales(weight, qmax)
     q = torch.empty(weight.shape, dtype=qdtype, device=weight.device)
+    scales = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)
     step = _chunk_rows(weight.shape[1])
     for start in range(0, weight.shape[0], step):
-        rows = weight[start:start + step].float() / scales[start:start + step, None]
+        rows = weight[start:start + step].float()  # may be the caller's tensor itself: no in-place op on it
+        scale = scales[start:start + step] = _row_scales(rows, qmax)
+        rows = rows / scale[:, None]
         # The bf16 rounding of a scale may push |w/s| a hair past qmax; clamp (float8 would turn it into NaN).
         rows = rows.clamp_(-qmax, qmax)
         q[start:start + step] = rows.round_() if mode == "int8" else rows

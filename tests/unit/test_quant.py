@@ -79,6 +79,14 @@ def test_fp8_linear_within_rounding_bound(dtype, rows):
 
 
 @pytest.mark.parametrize("cls", [Int8Linear, Fp8Linear])
+def test_quantizing_leaves_the_float_weight_alone(cls):
+    w = float_layer()
+    kept = w.clone()
+    cls.from_float(w)
+    assert torch.equal(w, kept)
+
+
+@pytest.mark.parametrize("cls", [Int8Linear, Fp8Linear])
 @pytest.mark.parametrize("rows", ROWS)
 def test_narrow_rows_equals_slice_and_shares_storage(cls, rows):
     layer = cls.from_float(float_layer(out_f=128).to(torch.bfloat16))
