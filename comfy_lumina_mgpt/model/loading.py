@@ -153,6 +153,10 @@ def load_model(folder: str | Path, *, dtype: str | torch.dtype | None = None,
             if key in to_quantize:
                 module = quantization.QUANT_LINEARS[quant].from_float(tensor)
                 quantization.replace_module_(model, to_quantize[key], module)
+            elif to_quantize:
+                # A tensor read one by one may still point into the file's memory map; a copy lets the map
+                # (and every page the quantization read through it) go when the file is closed.
+                tensors[key] = tensor.clone()
             else:
                 tensors[key] = tensor
             del tensor
