@@ -9,16 +9,23 @@ step, i.e. ``amax_row / 254`` for int8 and 2^-4 relative (3 mantissa bits) for e
 Scales are rounded to values a bfloat16 holds exactly, so they survive a cast of the model to bf16/fp16/fp32 and
 the CPU kernel (which takes bf16 scales) sees the same numbers whatever the compute dtype.
 
-Kernel choice (measured on the team's AMD EPYC CPU, AVX512-VNNI + AVX512-BF16, torch 2.14.1, 1 thread, the
-seven 7B projection matrices of one layer, 202 M weights, 2 input rows, best of 7; ``scripts/quant_bench.py``):
+Kernel choice (measured on the team's AMD EPYC CPU, AVX512-VNNI + AVX512-BF16, torch 2.14.1, 1 thread, best of
+7-9 on a shared, loaded machine; ``scripts/quant_bench.py``). The seven projection matrices of one 7B layer
+(202 M weights) with 2 input rows (one guidance pair):
 
-==========================================================  =========
-bf16 ``F.linear`` (oneDNN, the unquantized baseline)         31.4 ms
-int8 ``torch._weight_int8pack_mm`` (bf16 activations)        18.7 ms
-int8 dequantize (``.to(bf16)``) then ``F.linear``           235 ms
-int8 ``_weight_int8pack_mm`` with fp32 activations           351 ms
-fp8 dequantize (``.to(bf16)``) then ``F.linear``           1005 ms
-==========================================================  =========
+=============================================================  ===============
+bf16 ``F.linear`` (oneDNN, the unquantized baseline)            34.8 ms
+int8 ``torch._weight_int8pack_mm`` (bf16 activations)           21.1 ms (1.65x)
+fp8 chunked dequantization (``copy_`` to bf16) + ``F.linear``   840 ms
+int8 ``.to(bf16)`` of the whole weight, then ``F.linear``       235 ms (exploratory run)
+int8 ``_weight_int8pack_mm`` with fp32 activations              351 ms (exploratory run)
+int8 ``torch._int_mm`` (W8A8, VNNI), 11008x4096, 2 rows         16.0 ms vs 5.3 ms packed
+=============================================================  ===============
+
+One whole decode step of a 2-layer 7B-width slice (vocabulary 65536, full LM head, 2 rows at position 1000):
+bf16 140.8 ms, int8 99.4 ms (1.42x: attention and the other non-matmul work do not shrink), fp8 2869 ms.
+Packed vs chunked by input rows (11008x4096): 8 rows 12.4 vs 12.8 ms, 12 rows 18.1 vs 15.0, 32 rows 50.3 vs
+40.6, hence ``CPU_PACK_MAX_ROWS = 8``.
 
 * CPU, int8: ``_weight_int8pack_mm`` is the only vectorised int8 kernel (its AVX512 path exists for bf16 only;
   fp16/fp32 run a scalar loop), so activations are cast to bf16 for it and the result back. It re-reads the
@@ -27,7 +34,7 @@ fp8 dequantize (``.to(bf16)``) then ``F.linear``           1005 ms
   ``.to``) and multiplied by oneDNN. The kernel needs ``in_features % 16 == 0`` and a 32-byte aligned input;
   other shapes take the chunked path.
 * CPU, fp8: no CPU kernel reads e4m3 fast (the conversion alone is ~4 ns a weight), so fp8 on a CPU is a
-  memory option only: half the bytes of bf16, several times slower than bf16 per step. Use int8 on CPUs.
+  memory option only: half the bytes of bf16, ~25x slower than bf16 per layer. Use int8 on CPUs.
 * CUDA, int8 and fp8: ``F.linear(x, w.to(x.dtype) * scales[:, None])``. torch 2.14's CUDA
   ``_weight_int8pack_mm`` is one thread per output element reading its own weight row (uncoalesced) with fp32
   activations, so it is not used. In eager mode dequantizing costs an extra write and read of a bf16 copy of each
@@ -54,7 +61,7 @@ logger = logging.getLogger(__name__)
 QUANT_MODES = ("none", "int8", "fp8")
 INT8_MAX = 127.0
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
-CPU_PACK_MAX_ROWS = 12  # above this many input rows, dequantize + oneDNN beats _weight_int8pack_mm on the CPU
+CPU_PACK_MAX_ROWS = 8  # above this many input rows, dequantize + oneDNN beats _weight_int8pack_mm on the CPU
 DEQUANT_CHUNK_ELEMENTS = 1 << 22  # 8 MiB of bf16 per dequantized chunk: stays in L2/L3 while it is multiplied
 _SCALE_FLOOR = float(torch.finfo(torch.bfloat16).tiny)  # an all-zero row gets this scale, not 0/0
 
