@@ -17,6 +17,7 @@ import torch
 from . import conversation, pipeline
 from .checks import number_problem, require, text_problem
 from .model.loading import load_model
+from .model.quant import QUANT_MODES
 from .preprocess import tensor_to_pil
 from .sampling.generate import generate
 from .sampling.settings import SamplerConfig
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--quant", default="none", choices=list(QUANT_MODES),
+                   help="weight-only quantization of the transformer layers and LM head (int8 halves bf16's memory)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--free-size", action="store_true", help="let the model sample the size tokens")
     p.add_argument("--jacobi-window", type=int, default=0,
@@ -59,7 +62,7 @@ def main(argv: list[str]) -> int:
         for flag in ("cfg", "temperature"):
             require(number_problem(getattr(args, flag), f"--{flag}", minimum=0.0))
         bundle = pipeline.load_tokenizer_bundle(tok_dir, args.vqgan, device=device)
-        model = load_model(args.model, dtype=dtype, device=device)
+        model = load_model(args.model, dtype=dtype, device=device, quant=args.quant)
         bundle.check_model_vocab(model.config.vocab_size)
         width, height = pipeline.parse_size(args.size)
         prompt = pipeline.text_to_image_prompt(bundle, args.prompt, width, height, args.negative)

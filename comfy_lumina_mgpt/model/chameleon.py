@@ -199,7 +199,7 @@ class LuminaMGPT(nn.Module):
     # --- caches -------------------------------------------------------------------------------------
     def setup_caches(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
         """Allocate (or reuse, when big enough and of the same dtype/device) the static KV cache."""
-        param = self.lm_head.weight
+        param = self.model.embed_tokens.weight  # the compute dtype; a quantized lm_head.weight is int8/fp8
         dtype = dtype or param.dtype
         layer0 = self.model.layers[0].self_attn.kv_cache if len(self.model.layers) else None
         if (layer0 is not None and self.cache_batch >= batch and self.cache_len >= max_len

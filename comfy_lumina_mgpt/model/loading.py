@@ -4,6 +4,10 @@ A folder holds ``config.json`` and either ``model.safetensors`` or ``model-0000X
 with ``model.safetensors.index.json``. The model is built on the meta device and each shard is assigned
 straight into it, so peak host memory stays about one copy of the weights. ``model.vqmodel.*`` tensors (absent
 from the Lumina releases, present in some Chameleon conversions) are skipped: images go through the VQGAN.
+
+With ``quant="int8"|"fp8"`` tensors are read one at a time and each projection weight is quantized as soon as it
+is read (``quant.py``), so the peak is the quantized model plus one float tensor (the largest is the LM head),
+never a full float copy.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_folder
 from ..config import ModelConfig
+from . import quant as quantization
 from .chameleon import LuminaMGPT
 
 logger = logging.getLogger(__name__)
@@ -94,31 +99,49 @@ def read_config(folder: str | Path) -> ModelConfig:
     return ModelConfig.from_json(cfg_path, qk_norm_rows=rows)
 
 
+def _shard_tensors(path: Path, device: str | torch.device, one_by_one: bool):
+    """``(key, tensor)`` pairs of one safetensors file: the whole file at once, or one tensor at a time."""
+    try:
+        if not one_by_one:
+            yield from load_file(str(path), device=str(device)).items()
+            return
+        with safe_open(str(path), framework="pt", device=str(device)) as sf:
+            for key in sf.keys():
+                yield key, sf.get_tensor(key)
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise ValueError(f"cannot read {path}: {err} (file corrupt or truncated? download it again)") from err
+
+
 def load_model(folder: str | Path, *, dtype: str | torch.dtype | None = None,
-               device: str | torch.device = "cpu") -> LuminaMGPT:
+               device: str | torch.device = "cpu", quant: str = "none") -> LuminaMGPT:
     """Load a checkpoint folder into a ``LuminaMGPT`` in eval mode.
 
     Args:
         folder: checkpoint folder (published layout).
-        dtype: ``"bf16"``, ``"fp16"``, ``"fp32"``, a torch dtype, or None/``"auto"`` for the stored dtype.
+        dtype: ``"bf16"``, ``"fp16"``, ``"fp32"``, a torch dtype, or None/``"auto"`` for the stored dtype; with
+            ``quant`` it is the compute dtype (scales, embedding, norms, activations).
         device: where the weights go (loaded there directly, shard by shard).
+        quant: ``"none"``, ``"int8"`` or ``"fp8"``: weight-only quantization of the decoder layers' and the LM
+            head's linear layers while loading (``quant.quantize_model_``).
     Raises:
-        ValueError: naming the file and key for a missing, unexpected or mis-shaped tensor, or a corrupt file.
+        ValueError: naming the file and key for a missing, unexpected or mis-shaped tensor, or a corrupt file;
+            an unknown or unsupported ``quant``.
     """
     folder = Path(folder)
     cfg = read_config(folder)
     dtype = parse_dtype(dtype)
+    quant = quantization.check_quant_supported(quant, device)
     with torch.device("meta"):
         model = LuminaMGPT(cfg)
     expected = {k: v.shape for k, v in model.state_dict().items()}
+    to_quantize = {f"{name}.weight": name for name in quantization.quantizable_linears(model)} \
+        if quant != "none" else {}
+    if any(model.get_submodule(name).bias is not None for name in to_quantize.values()):
+        raise ValueError("quantization of linear layers with a bias is not supported by the loader")
     seen: set[str] = set()
     for f in checkpoint_files(folder):
-        try:
-            shard = load_file(str(f), device=str(device))
-        except (SafetensorError, OSError, RuntimeError) as err:
-            raise ValueError(f"cannot read {f}: {err} (file corrupt or truncated? download it again)") from err
         tensors = {}
-        for key, tensor in shard.items():
+        for key, tensor in _shard_tensors(f, device, one_by_one=bool(to_quantize)):
             if key.startswith(IGNORED_PREFIXES):
                 continue
             if key not in expected:
@@ -127,15 +150,25 @@ def load_model(folder: str | Path, *, dtype: str | torch.dtype | None = None,
             if tensor.shape != expected[key]:
                 raise ValueError(f"tensor {key!r} in {f.name} has shape {list(tensor.shape)}, the config.json "
                                  f"implies {list(expected[key])}")
-            tensors[key] = tensor.to(dtype) if dtype is not None else tensor
+            tensor = tensor.to(dtype) if dtype is not None else tensor
             seen.add(key)
+            if key in to_quantize:
+                module = quantization.QUANT_LINEARS[quant].from_float(tensor)
+                quantization.replace_module_(model, to_quantize[key], module)
+            elif to_quantize:
+                # A tensor read one by one may still point into the file's memory map; a copy lets the map
+                # (and every page the quantization read through it) go when the file is closed.
+                tensors[key] = tensor.clone()
+            else:
+                tensors[key] = tensor
+            del tensor
         model.load_state_dict(tensors, strict=False, assign=True)
-        del shard, tensors
+        del tensors
     missing = sorted(set(expected) - seen)
     if missing:
         raise ValueError(f"{len(missing)} tensors missing from {folder}, e.g. {missing[:3]}; the checkpoint is "
                          "incomplete (a shard not downloaded?)")
-    return model.eval()
+    return (quantization.freeze_(model) if quant != "none" else model).eval()
 
 
 def is_weights_file(name: str) -> bool:
@@ -148,6 +181,9 @@ def write_model_files(model: LuminaMGPT, folder: str | Path, *, max_shard_bytes:
                       dtype: torch.dtype | None = None, extra_files: dict[str, str] | None = None) -> None:
     """Write ``config.json`` and the weights (one file, or shards of at most ``max_shard_bytes`` with an index)
     into the existing folder ``folder``; ``extra_files`` are more text files by name."""
+    if quantization.is_quantized(model):
+        raise ValueError("cannot save a quantized model: the published layout holds float weights. Save the "
+                         "float model (load it with quant='none') instead.")
     folder = Path(folder)
     state = {k: (v.to(dtype) if dtype is not None else v).detach().contiguous().cpu()
              for k, v in model.state_dict().items()}

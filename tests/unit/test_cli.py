@@ -51,3 +51,13 @@ def test_generate_refuses_what_the_nodes_refuse(model, tmp_path, capsys, flag, v
     assert main(argv) == 1
     assert words in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_generate_with_int8_weights(model, tmp_path, capsys):
+    out = tmp_path / "q.png"
+    rc = main(["generate", "--model", str(model), "--prompt", "a red circle", "--size", "32x32", "--seed", "1",
+               "--out", str(out), "--device", "cpu", "--quant", "int8"])
+    assert rc == 0 and Image.open(out).size == (32, 32)
+    with pytest.raises(SystemExit):
+        main(["generate", "--model", str(model), "--prompt", "x", "--quant", "int4"])
+    assert "invalid choice: 'int4'" in capsys.readouterr().err
