@@ -110,10 +110,10 @@ def _free_memory(device: torch.device) -> int:
     return int(info["MemAvailable"].split()[0]) * 1024
 
 
-def read_rate(dtype: torch.dtype, device: torch.device, mbytes: int = 512, repeats: int = 7) -> float:
-    """Best bytes/s of streaming a ``mbytes`` MB buffer (``sum``), the machine's weight-read rate."""
-    n = mbytes * 2**20 // (torch.finfo(dtype).bits // 8)
-    buf = torch.ones(n, dtype=dtype, device=device)
+def read_rate(device: torch.device, mbytes: int = 512, repeats: int = 7) -> float:
+    """Best bytes/s of streaming a ``mbytes`` MB fp32 buffer (``sum``, the best-vectorised read torch has):
+    the rate at which this machine can read weights, whatever their dtype."""
+    buf = torch.ones(mbytes * 2**20 // 4, dtype=torch.float32, device=device)
     best = float("inf")
     for _ in range(repeats):
         _sync(device)
@@ -125,14 +125,17 @@ def read_rate(dtype: torch.dtype, device: torch.device, mbytes: int = 512, repea
 
 
 def step_bytes(model, rows: int, mean_context: float, head_rows: int) -> float:
-    """Bytes one decode step must read: every decoder weight, ``head_rows`` rows of the LM head, and the KV
-    cache of ``rows`` sequences at ``mean_context`` tokens."""
+    """Bytes one decode step must read: every decoder weight (quantized ones with their scales), ``head_rows``
+    rows of the LM head, and the KV cache of ``rows`` sequences at ``mean_context`` tokens."""
     cfg = model.config
-    layers = sum(p.numel() * p.element_size() for p in model.model.layers.parameters())
-    norm = sum(p.numel() * p.element_size() for p in model.model.norm.parameters())
-    head = head_rows * cfg.dim * model.lm_head.weight.element_size()
-    kv = rows * cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim * mean_context * model.lm_head.weight.element_size()
-    return layers + norm + head + kv
+    weights = [t for name, t in [*model.model.layers.named_parameters(), *model.model.layers.named_buffers(),
+                                 *model.model.norm.named_parameters()] if "kv_cache" not in name]
+    layers = sum(t.numel() * t.element_size() for t in weights)
+    head = model.lm_head.weight
+    head_bytes = head_rows * head[0].numel() * head.element_size()
+    act = model.model.embed_tokens.weight.element_size()  # the KV cache keeps the activations' dtype
+    kv = rows * cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim * mean_context * act
+    return layers + head_bytes + kv
 
 
 def _peak_memory(device: torch.device) -> float:
@@ -229,7 +232,7 @@ def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
     rows = args.batch * (2 if guided else 1)
     mean_context = (len(prompt) + 3 + ours["steps"] / 2 + (3 + ours["steps"] / 2 if guided else 0)) / (
         2 if guided else 1)
-    floor_s = step_bytes(model, rows, mean_context, len(tok.vocab.code_to_id)) / read_rate(dtype, device)
+    floor_s = step_bytes(model, rows, mean_context, len(tok.vocab.code_to_id)) / read_rate(device)
     ms = ours["decode_ms_per_step"]
     out: dict[str, Any] = {
         "name": "sample", "config": args.config, "device": str(device), "dtype": args.dtype if args.dtype != "auto"
