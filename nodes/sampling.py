@@ -61,15 +61,14 @@ def comfy_sampling(model: LoadedModel, bundle: TokenizerBundle, settings: Sample
     mm.load_models_gpu([model.patcher])
     lm = model.patcher.model
     bundle.check_model_vocab(lm.config.vocab_size)
-    shown = {"rows": 0, "start": -1}
+    shown = {"rows": 0}
 
     def on_step(step: int, total: int, tokens: list[list[int]]) -> None:
         mm.throw_exception_if_processing_interrupted()
         preview = None
         codes = pipeline.partial_codes(bundle, tokens[0]) if preview_every else None
-        image_start = len(tokens[0]) - 1 - tokens[0][::-1].index(bundle.vocab.boi_id) if codes is not None else -1
-        if image_start != shown["start"]:  # a new image: its rows count from 0
-            shown.update(rows=0, start=image_start)
+        if codes is not None and codes.shape[0] < shown["rows"]:  # a new image began: its rows count from 0
+            shown["rows"] = 0
         if codes is not None and codes.shape[0] >= shown["rows"] + preview_every:
             shown["rows"] = codes.shape[0]
             preview = pil_preview(engine_to_image(pipeline.decode_codes(bundle, codes))[0])
