@@ -153,14 +153,17 @@ def native_size(width: int, height: int, patch: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def encode_images(bundle: TokenizerBundle, images: Sequence[Image.Image], target: int | None, seed: int = 0
-                  ) -> list[Tensor]:
+def encode_images(bundle: TokenizerBundle, images: Sequence[Image.Image], target: int | None, seed: int = 0,
+                  candidates: Sequence[tuple[int, int]] | None = None) -> list[Tensor]:
     """Fit PIL images to the best candidate size of ``target`` and VQ-encode them -> codes ``[h, w]`` each.
 
-    ``target`` None keeps each image's own size (``native_size``: resized by at most half a patch per
-    side). The crop offsets come from ``random.Random(seed)``, drawn in image order as the official code does.
+    ``candidates`` (sizes ``(W, H)``, e.g. a model's ``ModelSizes.fit_candidates()``) replaces ``target``'s
+    crop list. ``target`` None without candidates keeps each image's own size (``native_size``: resized by at
+    most half a patch per side). The crop offsets come from ``random.Random(seed)``, drawn in image order as the
+    official code does.
     """
-    crops = unirep.crop_size_list(target, bundle.patch) if target is not None else None
+    crops = list(candidates) if candidates else (
+        unirep.crop_size_list(target, bundle.patch) if target is not None else None)
     rng = random.Random(seed)
     device = next(bundle.vqgan.parameters()).device
     out = []

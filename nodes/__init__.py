@@ -5,8 +5,10 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .convert import register_folders
+from .examples import LuminaMGPTExampleDataset, LuminaMGPTExampleImage
 from .images import LuminaMGPTVQDecode, LuminaMGPTVQEncode
 from .loaders import LuminaMGPTModelLoader, LuminaMGPTTokenizerLoader
+from .sizes import install_graph_hook
 from .sampling import LuminaMGPTPrompt, LuminaMGPTSampler, LuminaMGPTTextToImage
 from .training import LuminaMGPTLoraLoader, LuminaMGPTSaveMerged, LuminaMGPTTrainer
 from .tasks import (LuminaMGPTChat, LuminaMGPTConditionToImage, LuminaMGPTDecodeResponse, LuminaMGPTDensePrediction,
@@ -20,6 +22,7 @@ NODES: list[type[io.ComfyNode]] = [
     LuminaMGPTTextToImage,
     LuminaMGPTVQDecode,
     LuminaMGPTVQEncode,
+    LuminaMGPTExampleImage,
     LuminaMGPTImageEdit,
     LuminaMGPTDensePrediction,
     LuminaMGPTDetect,
@@ -28,6 +31,7 @@ NODES: list[type[io.ComfyNode]] = [
     LuminaMGPTChat,
     LuminaMGPTTaskPrompt,
     LuminaMGPTDecodeResponse,
+    LuminaMGPTExampleDataset,
     LuminaMGPTTrainer,
     LuminaMGPTLoraLoader,
     LuminaMGPTSaveMerged,
@@ -41,6 +45,7 @@ class LuminaMGPTExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         # ComfyUI 0.3.75 never calls on_load; the schemas (folder dropdowns) are built right after this.
         register_folders()
+        install_graph_hook()  # lets validate_inputs check sizes against the model the graph loads
         return NODES
 
 

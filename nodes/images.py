@@ -51,10 +51,10 @@ class LuminaMGPTVQEncode(CheckedNode):
             inputs=[
                 LuminaTokenizer.Input("tokenizer", tooltip="The tokenizer bundle holding the VQGAN."),
                 io.Image.Input("image", tooltip="Images to encode (each is fitted separately)."),
-                io.Combo.Input("target", options=TARGETS, default="768",
-                               tooltip="Resolution family of the model (512/768/1024); 'native' keeps "
-                                       "the image's own size on the patch grid (small models such as "
-                                       "lumina-mgpt-world)."),
+                io.Combo.Input("target", options=TARGETS, default="native",
+                               tooltip="native: the image's own size on the tokenizer's patch grid (right for "
+                                       "every model). 512/768/1024: fit to that official candidate list, as "
+                                       "the official preprocessing does for those checkpoints."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
                              tooltip="Seeds the random crop offset, as the official preprocessing does."),
             ],

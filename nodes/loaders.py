@@ -11,6 +11,7 @@ from comfy_api.latest import io
 from ..comfy_lumina_mgpt.model.loading import load_model
 from ..comfy_lumina_mgpt.model.quant import QUANT_MODES, check_quant_supported
 from ..comfy_lumina_mgpt.pipeline import TokenizerBundle, has_tokenizer, has_vqgan, load_tokenizer_bundle
+from ..comfy_lumina_mgpt.sizes import read_layout
 from .convert import FOLDER, VQ_FOLDER, list_subfolders, resolve_subfolder, torch_dtype
 from .types import LoadedModel, LuminaModel, LuminaTokenizer
 from .validation import CheckedNode
@@ -69,7 +70,7 @@ class LuminaMGPTModelLoader(CheckedNode):
         check_quant_supported(quant, load_device)
         model = load_model(folder, dtype=torch_dtype(dtype, load_device), device=offload_device, quant=quant)
         patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
-        return io.NodeOutput(LoadedModel(patcher, model_name, dtype))
+        return io.NodeOutput(LoadedModel(patcher, model_name, dtype, read_layout(folder)))
 
 
 class LuminaMGPTTokenizerLoader(CheckedNode):

@@ -6,55 +6,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import comfy.model_management as mm
-import comfy.utils
 import torch
 from comfy_api.latest import io
-from PIL import Image
 
-from ..comfy_lumina_mgpt import conversation, pipeline, unirep
+from ..comfy_lumina_mgpt import conversation, pipeline
 from ..comfy_lumina_mgpt.pipeline import PromptTokens, TokenBatch, TokenizerBundle
 from ..comfy_lumina_mgpt.sampling.generate import ProducedTokens, StepCallback, generate
 from ..comfy_lumina_mgpt.sampling.settings import MAX_JACOBI_WINDOW, SamplerConfig
 from .convert import engine_to_image, stack_images
 from .loaders import vqgan_patcher
-from .types import LoadedModel, LuminaModel, LuminaPrompt, LuminaTokenizer, LuminaTokens
+from .progress import JobProgress, pil_preview
+from .sizes import size_inputs, sizes_for, validate_size_widgets
+from .types import LoadedModel, LuminaModel, LuminaPrompt, LuminaTokenizer, LuminaTokens, SizedPrompt
 from .validation import CheckedNode
 
-CUSTOM = "custom"
-MIN_PATCH = 16  # the smallest size step of any supported model (the bundled one); the real check is per model
-SIZES = [CUSTOM] + list(dict.fromkeys(
-    f"{w}x{h}" for target in (512, 768, 1024) for (w, h) in unirep.crop_size_list(target)))
+EXAMPLE_PROMPT = "a large red circle on the left and a small blue square at the top"  # the bundled model's words
 
 
-def size_inputs(default: str = "768x768") -> list:
-    return [
-        io.Combo.Input("resolution", options=SIZES, default=default,
-                       tooltip="Image size WxH from the official candidate lists (512/768/1024 models). "
-                               "Choose 'custom' to type any size in custom_size."),
-        io.String.Input("custom_size", default="768x768",
-                        tooltip="Used when resolution is 'custom': WIDTHxHEIGHT, each a multiple of 32 "
-                                "(16 for the bundled small model)."),
-    ]
-
-
-def chosen_size(resolution: str, custom_size: str) -> tuple[int, int]:
-    return pipeline.parse_size(custom_size if resolution == CUSTOM else resolution)
-
-
-def validate_size(resolution: str, custom_size: str) -> bool | str:
-    try:
-        w, h = chosen_size(resolution, custom_size)
-        unirep.check_size(w, h, MIN_PATCH)
-    except ValueError as err:
-        return str(err)
-    return True
-
-
-def size_problem(values: dict) -> str | None:
-    """``validate_size`` for a node's widget values (sizes that arrive through links are checked later)."""
-    if values.get("resolution") is None or values.get("custom_size") is None:
+def size_problem(node_id: str | None, values: dict) -> str | None:
+    """``validate_size_widgets`` for a node's widget values (sizes that arrive through links are checked when
+    the node runs)."""
+    if values.get("resolution") is None:
         return None
-    verdict = validate_size(values["resolution"], values["custom_size"])
+    verdict = validate_size_widgets(node_id, values["resolution"], values.get("custom_size") or "")
     return None if verdict is True else str(verdict)
 
 
@@ -105,24 +79,26 @@ def sampler_config(kw: dict, **extra) -> SamplerConfig:
 
 @contextmanager
 def comfy_sampling(model: LoadedModel, bundle: TokenizerBundle, settings: SamplerConfig, seed: int,
-                   preview_every: int = 4) -> Iterator[tuple[torch.nn.Module, torch.Generator, StepCallback]]:
-    """Model on ComfyUI's device, a seeded generator, and a step callback that drives the progress bar,
-    shows the rows finished so far as a preview and honours Cancel. The KV cache is freed afterwards."""
+                   progress: JobProgress, part: int = 0, preview_every: int = 4
+                   ) -> Iterator[tuple[torch.nn.Module, torch.Generator, StepCallback]]:
+    """Model and VQGAN on ComfyUI's device, a seeded generator, and a step callback that moves ``progress`` (as
+    part ``part`` of its job), shows the rows finished so far as a preview and honours Cancel. The KV cache is
+    freed afterwards."""
     mm.load_models_gpu([model.patcher, vqgan_patcher(bundle)])
     lm = model.patcher.model
     bundle.check_model_vocab(lm.config.vocab_size)
-    pbar = comfy.utils.ProgressBar(settings.max_new_tokens)
     shown = {"rows": 0}
 
     def on_step(step: int, total: int, tokens: ProducedTokens) -> None:
         mm.throw_exception_if_processing_interrupted()
         preview = None
         codes = tokens.image_rows(0) if preview_every else None
+        if codes is not None and codes.shape[0] < shown["rows"]:  # a new image began: its rows count from 0
+            shown["rows"] = 0
         if codes is not None and codes.shape[0] >= shown["rows"] + preview_every:
             shown["rows"] = codes.shape[0]
-            image = engine_to_image(pipeline.decode_codes(bundle, codes))[0]
-            preview = ("JPEG", Image.fromarray((image.numpy() * 255).astype("uint8")), 512)
-        pbar.update_absolute(step, total, preview)
+            preview = pil_preview(engine_to_image(pipeline.decode_codes(bundle, codes))[0])
+        progress.on_step(part, step, total, preview)
 
     generator = torch.Generator(device=model.patcher.load_device).manual_seed(seed)
     try:
@@ -132,10 +108,10 @@ def comfy_sampling(model: LoadedModel, bundle: TokenizerBundle, settings: Sample
 
 
 def run_sampler(model: LoadedModel, bundle: TokenizerBundle, prompt: PromptTokens, settings: SamplerConfig,
-                seed: int, batch_size: int = 1, preview_every: int = 4) -> TokenBatch:
+                seed: int, progress: JobProgress, batch_size: int = 1, preview_every: int = 4) -> TokenBatch:
     """Sample ``batch_size`` answers to one prompt inside ComfyUI."""
     negatives = [list(prompt.negative_ids)] * batch_size if prompt.negative_ids else None
-    with comfy_sampling(model, bundle, settings, seed, preview_every) as (lm, generator, on_step):
+    with comfy_sampling(model, bundle, settings, seed, progress, 0, preview_every) as (lm, generator, on_step):
         result = generate(lm, [list(prompt.ids)] * batch_size, bundle.vocab, settings, generator=generator,
                           on_step=on_step, negative_prompts=negatives)
     texts = tuple(conversation.split_response(t, bundle.text)[0] for t in result.tokens)
@@ -146,6 +122,20 @@ def decode_to_image(bundle: TokenizerBundle, batch: TokenBatch) -> torch.Tensor:
     return stack_images([engine_to_image(img) for img in pipeline.decode_batch(bundle, batch)])
 
 
+def resolve_prompt(prompt: PromptTokens | SizedPrompt, model: LoadedModel, bundle: TokenizerBundle
+                   ) -> PromptTokens:
+    """A prompt whose size follows the model (``SizedPrompt``) becomes tokens for that model's size; the
+    size of a ready one is checked against the model. Either way before any sampling."""
+    model_sizes = sizes_for(model, bundle)
+    if isinstance(prompt, SizedPrompt):
+        width, height = (model_sizes.choose(prompt.resolution, prompt.scale, prompt.custom_size) if prompt.sized
+                         else (0, 0))
+        return prompt.build(width, height, model_sizes.fit_candidates())
+    if prompt.width and prompt.height:
+        model_sizes.check(prompt.width, prompt.height)
+    return prompt
+
+
 class LuminaMGPTPrompt(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -154,10 +144,10 @@ class LuminaMGPTPrompt(CheckedNode):
             display_name="Lumina-mGPT Resolution-Aware Prompt",
             category="Lumina-mGPT/conditioning",
             description="Builds 'Generate an image of WxH according to the following prompt:' + your text, "
-                        "as tokens for the sampler.",
+                        "as tokens for the sampler. The size follows the model the sampler uses.",
             inputs=[
                 LuminaTokenizer.Input("tokenizer", tooltip="From the Lumina-mGPT Tokenizer Loader."),
-                io.String.Input("prompt", multiline=True, default="",
+                io.String.Input("prompt", multiline=True, default=EXAMPLE_PROMPT,
                                 tooltip="What the image shows."),
                 *size_inputs(),
                 io.String.Input("negative_prompt", multiline=True, default="", optional=True,
@@ -165,17 +155,23 @@ class LuminaMGPTPrompt(CheckedNode):
                                         "image is pushed away from this description."),
             ],
             outputs=[LuminaPrompt.Output(display_name="prompt")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def value_problem(cls, values: dict) -> str | None:
-        return size_problem(values)
+        return size_problem(cls.hidden.unique_id, values)
 
     @classmethod
-    def execute(cls, tokenizer: TokenizerBundle, prompt: str, resolution: str, custom_size: str,
-                negative_prompt: str = "") -> io.NodeOutput:
-        width, height = chosen_size(resolution, custom_size)
-        return io.NodeOutput(pipeline.text_to_image_prompt(tokenizer, prompt, width, height, negative_prompt))
+    def execute(cls, tokenizer: TokenizerBundle, prompt: str, resolution: str, scale: float = 1.0,
+                custom_size: str = "", negative_prompt: str = "") -> io.NodeOutput:
+        if not prompt.strip():
+            raise ValueError("the prompt is empty; describe the image to generate")
+
+        def build(width: int, height: int, fit: list[tuple[int, int]] | None) -> PromptTokens:
+            return pipeline.text_to_image_prompt(tokenizer, prompt, width, height, negative_prompt)
+
+        return io.NodeOutput(SizedPrompt(build, resolution, scale, custom_size))
 
 
 class LuminaMGPTSampler(CheckedNode):
@@ -205,11 +201,16 @@ class LuminaMGPTSampler(CheckedNode):
         )
 
     @classmethod
-    def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, prompt: PromptTokens, batch_size: int,
-                force_size: bool, preview_every_rows: int, **kw) -> io.NodeOutput:
-        grid = prompt.grid_for(tokenizer.patch) if force_size else None
+    def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, prompt: PromptTokens | SizedPrompt,
+                batch_size: int, force_size: bool, preview_every_rows: int, **kw) -> io.NodeOutput:
+        tokens = resolve_prompt(prompt, model, tokenizer)
+        grid = tokens.grid_for(tokenizer.patch) if force_size else None
         settings = sampler_config(kw, force_size=grid, force_images=1 if grid is not None else 0)
-        batch = run_sampler(model, tokenizer, prompt, settings, kw["seed"], batch_size, preview_every_rows)
+        progress = JobProgress(label="sampling")
+        batch = run_sampler(model, tokenizer, tokens, settings, kw["seed"], progress, batch_size,
+                            preview_every_rows)
+        images = pipeline.decode_batch(tokenizer, TokenBatch(batch.sequences[:1]))
+        progress.finish(engine_to_image(images[-1])[0] if images else None)
         return io.NodeOutput(batch, "\n".join(batch.texts))
 
 
@@ -220,28 +221,32 @@ class LuminaMGPTTextToImage(CheckedNode):
             node_id="LuminaMGPTTextToImage",
             display_name="Lumina-mGPT Text to Image",
             category="Lumina-mGPT/sampling",
-            description="Prompt, sampling and decoding in one node.",
+            description="Prompt, sampling and decoding in one node. The size follows the loaded model.",
             inputs=[
                 LuminaModel.Input("model", tooltip="From the Lumina-mGPT Model Loader."),
                 LuminaTokenizer.Input("tokenizer", tooltip="From the Lumina-mGPT Tokenizer Loader."),
-                io.String.Input("prompt", multiline=True, default="", tooltip="What the image shows."),
+                io.String.Input("prompt", multiline=True, default=EXAMPLE_PROMPT, tooltip="What the image shows."),
                 *size_inputs(),
                 *sampler_inputs(),
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Images sampled together."),
                 *speed_inputs(),
             ],
             outputs=[io.Image.Output(display_name="image")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def value_problem(cls, values: dict) -> str | None:
-        return size_problem(values)
+        return size_problem(cls.hidden.unique_id, values)
 
     @classmethod
-    def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, prompt: str, resolution: str,
-                custom_size: str, batch_size: int, **kw) -> io.NodeOutput:
-        width, height = chosen_size(resolution, custom_size)
+    def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, prompt: str, resolution: str, batch_size: int,
+                scale: float = 1.0, custom_size: str = "", **kw) -> io.NodeOutput:
+        width, height = sizes_for(model, tokenizer).choose(resolution, scale, custom_size)
         tokens = pipeline.text_to_image_prompt(tokenizer, prompt, width, height)
         settings = sampler_config(kw, force_size=tokens.grid_for(tokenizer.patch), force_images=1)
-        batch = run_sampler(model, tokenizer, tokens, settings, kw["seed"], batch_size)
-        return io.NodeOutput(decode_to_image(tokenizer, batch))
+        progress = JobProgress(label="image")
+        batch = run_sampler(model, tokenizer, tokens, settings, kw["seed"], progress, batch_size)
+        images = decode_to_image(tokenizer, batch)
+        progress.finish(images[0])  # the previews followed the first image of the batch
+        return io.NodeOutput(images)

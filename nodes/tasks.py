@@ -1,28 +1,38 @@
-"""Omni-SFT task nodes: editing, dense prediction, detection, condition-to-image, multiview, chat."""
+"""Omni-SFT task nodes: editing, dense prediction, detection, condition-to-image, multiview, chat.
+
+Image batches are answered picture by picture (one generation each, one progress bar over all of them);
+the nodes that answer with text take one picture and refuse a batch.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from comfy_api.latest import io
 
-from ..comfy_lumina_mgpt import omni, pipeline
+from ..comfy_lumina_mgpt import omni, pipeline, unirep
 from ..comfy_lumina_mgpt.conversation import Conversation
 from ..comfy_lumina_mgpt.pipeline import PromptTokens, TokenBatch, TokenizerBundle
 from ..comfy_lumina_mgpt.tasks import DENSE_PREDICTION_TASKS
 from .convert import engine_to_image, image_to_pil, stack_images
-from .images import TARGETS, target_size
-from .sampling import chosen_size, comfy_sampling, sampler_config, sampler_inputs, size_inputs, size_problem
-from .types import LoadedModel, LuminaConversation, LuminaModel, LuminaPrompt, LuminaTokenizer, LuminaTokens
+from .images import target_size
+from .progress import JobProgress
+from .sampling import EXAMPLE_PROMPT, comfy_sampling, sampler_config, sampler_inputs, size_problem
+from .sizes import size_inputs, sizes_for
+from .types import (LoadedModel, LuminaConversation, LuminaModel, LuminaPrompt, LuminaTokenizer, LuminaTokens,
+                    SizedPrompt)
 from .validation import CheckedNode
 
 CATEGORY = "Lumina-mGPT/tasks"
 TASK_CHOICES = ["text_to_image", *DENSE_PREDICTION_TASKS, "detection", "editing", "condition_to_image",
                 "multiview", "caption", "vqa", "chat"]
+FIT_CHOICES = ["auto", "512", "768", "1024", "native"]
 
 
 def common_inputs(needs_image: bool = True) -> list:
-    image = [io.Image.Input("image", tooltip="The input image (fitted to the model's sizes, then VQ-encoded).")] \
-        if needs_image else []
+    image = [io.Image.Input("image", tooltip="The input picture, fitted to the model's sizes, then VQ-encoded. "
+                                             "A batch is answered picture by picture.")] if needs_image else []
     return [
         LuminaModel.Input("model", tooltip="An Omni-SFT checkpoint (e.g. Lumina-mGPT-7B-768-Omni) or the bundled "
                                            "model."),
@@ -32,10 +42,11 @@ def common_inputs(needs_image: bool = True) -> list:
 
 
 def image_options() -> list:
-    return [io.Combo.Input("target", options=TARGETS, default="768",
-                           tooltip="Resolution family of the model (768 for the Omni checkpoint); 'native' "
-                                   "keeps the image's own size on the patch grid (small models such as "
-                                   "lumina-mgpt-world).")]
+    return [io.Combo.Input("target", options=FIT_CHOICES, default="auto",
+                           tooltip="Size the input picture is fitted to. auto: the loaded model's nearest size "
+                                   "of the picture's shape (the official candidate list for Lumina-mGPT "
+                                   "checkpoints, the canvas sizes for lumina-mgpt-world). 512/768/1024: that "
+                                   "official list. native: the picture's own size on the patch grid.")]
 
 
 def omni_sampler_inputs() -> list:
@@ -48,22 +59,33 @@ def history_input() -> list:
 
 
 def answer(model: LoadedModel, tokenizer: TokenizerBundle, message: str, images: list, kw: dict,
-           history: Conversation | None = None, force_images: int = 0, force_size=None) -> omni.Answer:
+           progress: JobProgress, part: int = 0, history: Conversation | None = None, force_images: int = 0,
+           force_size=None) -> omni.Answer:
     settings = sampler_config(kw, force_images=force_images, force_size=force_size)
-    with comfy_sampling(model, tokenizer, settings, kw["seed"]) as (lm, generator, on_step):
+    with comfy_sampling(model, tokenizer, settings, kw["seed"], progress, part) as (lm, generator, on_step):
         return omni.ask(lm, tokenizer, history or Conversation(), message, images, settings,
                         generator=generator, on_step=on_step)
 
 
-def same_size(codes: list) -> tuple[int, int]:
-    """Size tokens of the (first) input image: image-to-image answers keep the input's size."""
-    h_lat, w_lat = codes[0].shape
+def same_size(codes: torch.Tensor) -> tuple[int, int]:
+    """Size tokens of an input image's codes ``[h_lat, w_lat]``: image-to-image answers keep its size."""
+    h_lat, w_lat = codes.shape
     return h_lat // 2, w_lat // 2
 
 
-def encode_inputs(tokenizer: TokenizerBundle, image: torch.Tensor, target: str, seed: int) -> list:
+def encode_inputs(model: LoadedModel, tokenizer: TokenizerBundle, image: torch.Tensor, target: str, seed: int
+                  ) -> list[torch.Tensor]:
+    """Every picture of an IMAGE batch fitted to the model (``target``) and encoded -> codes ``[h, w]`` each."""
     pil = image_to_pil(image)
-    return pipeline.encode_images(tokenizer, pil[:1], target_size(target), seed)
+    if target == "auto":
+        return pipeline.encode_images(tokenizer, pil, None, seed, sizes_for(model, tokenizer).fit_candidates())
+    return pipeline.encode_images(tokenizer, pil, target_size(target), seed)
+
+
+def one_picture(image: torch.Tensor | None, node: str) -> None:
+    if image is not None and image.shape[0] > 1:
+        raise ValueError(f"{node} answers about one picture; the IMAGE input is a batch of {image.shape[0]}. "
+                         "Pick one (e.g. ComfyUI's 'Get Image from Batch') or use one node per picture.")
 
 
 def answer_images(tokenizer: TokenizerBundle, ans: omni.Answer) -> torch.Tensor:
@@ -73,6 +95,19 @@ def answer_images(tokenizer: TokenizerBundle, ans: omni.Answer) -> torch.Tensor:
     return stack_images([engine_to_image(pipeline.decode_codes(tokenizer, c)) for c in ans.images])
 
 
+def per_picture(model: LoadedModel, tokenizer: TokenizerBundle, image: torch.Tensor, target: str, kw: dict,
+                label: str, ask: Callable[[torch.Tensor, JobProgress, int], omni.Answer]
+                ) -> tuple[list[torch.Tensor], list[omni.Answer], torch.Tensor]:
+    """Answer each picture of the batch with an image: ``ask(codes, progress, part)`` per picture. Returns the
+    input codes, the answers and the answer images ``[B, H, W, 3]`` (resized to the first one's size)."""
+    codes = encode_inputs(model, tokenizer, image, target, kw["seed"])
+    progress = JobProgress(len(codes), label)
+    answers = [ask(c, progress, i) for i, c in enumerate(codes)]
+    images = stack_images([answer_images(tokenizer, a)[:1] for a in answers])
+    progress.finish(images[-1])
+    return codes, answers, images
+
+
 class LuminaMGPTImageEdit(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -80,18 +115,21 @@ class LuminaMGPTImageEdit(CheckedNode):
             node_id="LuminaMGPTImageEdit", display_name="Lumina-mGPT Image Edit", category=CATEGORY,
             description="Edits an image by a written instruction. Chain nodes through 'conversation' for "
                         "multi-turn editing.",
-            inputs=[*common_inputs(), io.String.Input("instruction", multiline=True, default="",
-                                                      tooltip="What to change, e.g. 'Make the sky red.'"),
+            inputs=[*common_inputs(),
+                    io.String.Input("instruction", multiline=True, default="Change the red square to green.",
+                                    tooltip="What to change, e.g. 'Make the sky red.'"),
                     *image_options(), *omni_sampler_inputs(), *history_input()],
             outputs=[io.Image.Output(display_name="image"), LuminaConversation.Output(display_name="conversation")],
         )
 
     @classmethod
     def execute(cls, model, tokenizer, image, instruction: str, target: str, conversation=None, **kw):
-        codes = encode_inputs(tokenizer, image, target, kw["seed"])
-        ans = answer(model, tokenizer, omni.user_message("editing", instruction), codes, kw, conversation,
-                     force_images=1, force_size=same_size(codes))
-        return io.NodeOutput(answer_images(tokenizer, ans), ans.conversation)
+        message = omni.user_message("editing", instruction)
+        _, answers, images = per_picture(
+            model, tokenizer, image, target, kw, "picture",
+            lambda c, progress, part: answer(model, tokenizer, message, [c], kw, progress, part, conversation,
+                                             force_images=1, force_size=same_size(c)))
+        return io.NodeOutput(images, answers[-1].conversation)
 
 
 class LuminaMGPTDensePrediction(CheckedNode):
@@ -109,10 +147,11 @@ class LuminaMGPTDensePrediction(CheckedNode):
 
     @classmethod
     def execute(cls, model, tokenizer, image, task: str, target: str, **kw):
-        codes = encode_inputs(tokenizer, image, target, kw["seed"])
-        ans = answer(model, tokenizer, omni.user_message(task), codes, kw, force_images=1,
-                     force_size=same_size(codes))
-        maps = answer_images(tokenizer, ans)
+        message = omni.user_message(task)
+        _, _, maps = per_picture(
+            model, tokenizer, image, target, kw, "picture",
+            lambda c, progress, part: answer(model, tokenizer, message, [c], kw, progress, part, force_images=1,
+                                             force_size=same_size(c)))
         return io.NodeOutput(maps, maps.mean(dim=-1))
 
 
@@ -123,29 +162,33 @@ class LuminaMGPTDetect(CheckedNode):
             node_id="LuminaMGPTDetect", display_name="Lumina-mGPT Detect", category=CATEGORY,
             description="'Detect: <object>': the model draws the object's box on the image; the box is also "
                         "returned as a mask when it can be found.",
-            inputs=[*common_inputs(), io.String.Input("object", default="",
+            inputs=[*common_inputs(), io.String.Input("object", default="red square",
                                                       tooltip="What to find, e.g. 'the red car'."),
                     *image_options(), *omni_sampler_inputs()],
             outputs=[io.Image.Output(display_name="image"),
                      io.Mask.Output(display_name="box_mask", tooltip="1 inside the detected box (empty if none)."),
                      io.String.Output(display_name="box", tooltip="x0,y0,x1,y1 in pixels of the output image, "
-                                                                   "or empty.")],
+                                                                   "or empty; one line per picture.")],
         )
 
     @classmethod
     def execute(cls, model, tokenizer, image, object: str, target: str, **kw):  # noqa: A002 (UI name)
-        codes = encode_inputs(tokenizer, image, target, kw["seed"])
-        ans = answer(model, tokenizer, omni.user_message("detection", object), codes, kw, force_images=1,
-                     force_size=same_size(codes))
-        out = answer_images(tokenizer, ans)
-        before = pipeline.decode_codes(tokenizer, codes[0])[0].cpu()
-        after = out[0].permute(2, 0, 1) * 2 - 1
-        box = omni.detect_box(before, after)
+        message = omni.user_message("detection", object)
+        codes, _, out = per_picture(
+            model, tokenizer, image, target, kw, "picture",
+            lambda c, progress, part: answer(model, tokenizer, message, [c], kw, progress, part, force_images=1,
+                                             force_size=same_size(c)))
         mask = torch.zeros(out.shape[:3])
-        if box is not None:
-            x0, y0, x1, y1 = box
-            mask[:, y0:y1, x0:x1] = 1.0
-        return io.NodeOutput(out, mask, ",".join(map(str, box)) if box else "")
+        boxes = []
+        for i, c in enumerate(codes):
+            before = pipeline.decode_codes(tokenizer, c)[0].cpu()
+            after = out[i].permute(2, 0, 1) * 2 - 1
+            box = omni.detect_box(before, after)
+            if box is not None:
+                x0, y0, x1, y1 = box
+                mask[i, y0:y1, x0:x1] = 1.0
+            boxes.append(",".join(map(str, box)) if box else "")
+        return io.NodeOutput(out, mask, "\n".join(boxes))
 
 
 class LuminaMGPTConditionToImage(CheckedNode):
@@ -156,7 +199,7 @@ class LuminaMGPTConditionToImage(CheckedNode):
             category=CATEGORY,
             description="Generates an image from a condition map (depth, pose, segmentation, normals) and a "
                         "caption.",
-            inputs=[*common_inputs(), io.String.Input("caption", multiline=True, default="",
+            inputs=[*common_inputs(), io.String.Input("caption", multiline=True, default=EXAMPLE_PROMPT,
                                                       tooltip="What the image shows."),
                     *image_options(), *omni_sampler_inputs()],
             outputs=[io.Image.Output(display_name="image")],
@@ -164,10 +207,12 @@ class LuminaMGPTConditionToImage(CheckedNode):
 
     @classmethod
     def execute(cls, model, tokenizer, image, caption: str, target: str, **kw):
-        codes = encode_inputs(tokenizer, image, target, kw["seed"])
-        ans = answer(model, tokenizer, omni.user_message("condition_to_image", caption), codes, kw,
-                     force_images=1, force_size=same_size(codes))
-        return io.NodeOutput(answer_images(tokenizer, ans))
+        message = omni.user_message("condition_to_image", caption)
+        _, _, images = per_picture(
+            model, tokenizer, image, target, kw, "map",
+            lambda c, progress, part: answer(model, tokenizer, message, [c], kw, progress, part, force_images=1,
+                                             force_size=same_size(c)))
+        return io.NodeOutput(images)
 
 
 class LuminaMGPTMultiview(CheckedNode):
@@ -178,26 +223,32 @@ class LuminaMGPTMultiview(CheckedNode):
             description="Several views of one object turning around it, as an image batch (our own prompt "
                         "wording, trained into the bundled model; see README).",
             inputs=[*common_inputs(needs_image=False),
-                    io.String.Input("caption", multiline=True, default="", tooltip="The object."),
+                    io.String.Input("caption", multiline=True, default="a green triangle", tooltip="The object."),
                     io.Int.Input("views", default=4, min=1, max=16, tooltip="Number of views (images) to render."),
-                    *size_inputs("512x512"), *omni_sampler_inputs()],
+                    *size_inputs(), *omni_sampler_inputs()],
             outputs=[io.Image.Output(display_name="views")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def value_problem(cls, values: dict) -> str | None:
-        return size_problem(values)
+        return size_problem(cls.hidden.unique_id, values)
 
     @classmethod
-    def execute(cls, model, tokenizer, caption: str, views: int, resolution: str, custom_size: str, **kw):
+    def execute(cls, model, tokenizer, caption: str, views: int, resolution: str, scale: float = 1.0,
+                custom_size: str = "", **kw):
         if views < 1:
             raise ValueError("views must be at least 1")
-        width, height = chosen_size(resolution, custom_size)
-        pipeline.unirep.check_size(width, height, tokenizer.patch)
+        width, height = sizes_for(model, tokenizer).choose(resolution, scale, custom_size)
         message = omni.user_message("multiview", caption, views=views, width=width, height=height)
-        ans = answer(model, tokenizer, message, [], kw, force_images=views,
+        h_lat, w_lat = unirep.latent_size(width, height, tokenizer.patch)
+        # Every view is forced right after the previous one, so the job's length is known: views blocks + the end.
+        progress = JobProgress(label="views", exact_total=views * unirep.block_length(h_lat, w_lat) + 1)
+        ans = answer(model, tokenizer, message, [], kw, progress, force_images=views,
                      force_size=(height // tokenizer.patch, width // tokenizer.patch))
-        return io.NodeOutput(answer_images(tokenizer, ans))
+        images = answer_images(tokenizer, ans)
+        progress.finish(images[-1])
+        return io.NodeOutput(images)
 
 
 class LuminaMGPTChat(CheckedNode):
@@ -210,7 +261,8 @@ class LuminaMGPTChat(CheckedNode):
             inputs=[*common_inputs(needs_image=False),
                     io.String.Input("message", multiline=True, default="Describe the image in detail.",
                                     tooltip="Your question or message."),
-                    io.Image.Input("image", optional=True, tooltip="Optional image the message is about."),
+                    io.Image.Input("image", optional=True, tooltip="Optional picture the message is about (one "
+                                                                   "picture, not a batch)."),
                     *image_options(), *omni_sampler_inputs(), *history_input()],
             outputs=[io.String.Output(display_name="answer"), LuminaConversation.Output(display_name="conversation"),
                      io.Image.Output(display_name="images", tooltip="Images in the answer, if any (else the "
@@ -219,13 +271,16 @@ class LuminaMGPTChat(CheckedNode):
 
     @classmethod
     def execute(cls, model, tokenizer, message: str, target: str, image=None, conversation=None, **kw):
+        one_picture(image, "Chat")
         text = omni.user_message("chat", message)
-        codes = encode_inputs(tokenizer, image, target, kw["seed"]) if image is not None else []
+        codes = encode_inputs(model, tokenizer, image, target, kw["seed"]) if image is not None else []
         if codes:
             text = omni.user_message("vqa", message)
-        ans = answer(model, tokenizer, text, codes, kw, conversation)
+        progress = JobProgress(label="answer")
+        ans = answer(model, tokenizer, text, codes, kw, progress, 0, conversation)
         shown = answer_images(tokenizer, ans) if ans.images else (image if image is not None else
                                                                   torch.zeros(1, 64, 64, 3))
+        progress.finish(shown[-1] if ans.images else None)
         return io.NodeOutput(ans.text.strip(), ans.conversation, shown)
 
 
@@ -234,33 +289,47 @@ class LuminaMGPTTaskPrompt(CheckedNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="LuminaMGPTTaskPrompt", display_name="Lumina-mGPT Task Prompt", category=CATEGORY,
-            description="Builds the exact prompt of any task for the generic Sampler.",
+            description="Builds the exact prompt of any task for the generic Sampler. Sizes (text_to_image, "
+                        "multiview) and the input picture's fit follow the model the Sampler uses.",
             inputs=[LuminaTokenizer.Input("tokenizer", tooltip="From the Lumina-mGPT Tokenizer Loader."),
                     io.Combo.Input("task", options=TASK_CHOICES, default="depth", tooltip="Which task."),
                     io.String.Input("text", multiline=True, default="",
                                     tooltip="Prompt, instruction, object or question (unused by map tasks)."),
-                    io.Image.Input("image", optional=True, tooltip="Input image, for tasks that take one."),
-                    *size_inputs("512x512"),
+                    io.Image.Input("image", optional=True, tooltip="Input picture (one), for tasks that take one."),
+                    *size_inputs(),
                     io.Int.Input("views", default=4, min=1, max=16, tooltip="Multiview only."),
                     *image_options(),
                     io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="Seeds the crop."),
                     *history_input()],
             outputs=[LuminaPrompt.Output(display_name="prompt")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
-    def execute(cls, tokenizer, task: str, text: str, resolution: str, custom_size: str, views: int,
-                target: str, seed: int, image=None, conversation=None):
-        width, height = chosen_size(resolution, custom_size)
-        message = omni.user_message(task, text, width=width, height=height, views=views)
+    def value_problem(cls, values: dict) -> str | None:
+        return size_problem(cls.hidden.unique_id, values)
+
+    @classmethod
+    def execute(cls, tokenizer, task: str, text: str, resolution: str, views: int, target: str, seed: int,
+                scale: float = 1.0, custom_size: str = "", image=None, conversation=None):
         needs = omni.get_task(task).needs_image
         if needs and image is None:
             raise ValueError(f"the {task} task needs an image; connect one to 'image'")
-        codes = encode_inputs(tokenizer, image, target, seed) if needs else []
-        conv = (conversation or Conversation()).add_user(message, tuple(codes))
-        prompt = pipeline.task_prompt(tokenizer, conv.turns, conv.images)
-        return io.NodeOutput(PromptTokens(prompt.ids, None, width if task in ("text_to_image", "multiview") else 0,
-                                          height if task in ("text_to_image", "multiview") else 0, message))
+        one_picture(image, "Task Prompt")
+        sized = task in ("text_to_image", "multiview")
+        pil = image_to_pil(image) if needs else []
+
+        def build(width: int, height: int, candidates: list[tuple[int, int]] | None) -> PromptTokens:
+            message = omni.user_message(task, text, width=width, height=height, views=views)
+            if target == "auto":  # the model's candidate sizes (None: the picture's own size)
+                codes = pipeline.encode_images(tokenizer, pil, None, seed, candidates) if pil else []
+            else:
+                codes = pipeline.encode_images(tokenizer, pil, target_size(target), seed) if pil else []
+            conv = (conversation or Conversation()).add_user(message, tuple(codes))
+            prompt = pipeline.task_prompt(tokenizer, conv.turns, conv.images)
+            return PromptTokens(prompt.ids, None, width, height, message)
+
+        return io.NodeOutput(SizedPrompt(build, resolution, scale, custom_size, sized=sized))
 
 
 class LuminaMGPTDecodeResponse(CheckedNode):

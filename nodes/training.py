@@ -19,7 +19,7 @@ import torch
 from comfy_api.latest import io
 from PIL import Image
 
-from ..comfy_lumina_mgpt import pipeline
+from ..comfy_lumina_mgpt import pipeline, sizes
 from ..comfy_lumina_mgpt.atomic import check_writable, claim_new_folder
 from ..comfy_lumina_mgpt.checks import require
 from ..comfy_lumina_mgpt.model.loading import save_model
@@ -32,6 +32,7 @@ from ..comfy_lumina_mgpt.training.data import prepare_dataset
 from ..comfy_lumina_mgpt.training.loop import train
 from ..comfy_lumina_mgpt.training.plot import loss_curve_image
 from .convert import FOLDER, LORA_FOLDER, engine_to_image, list_subfolders, resolve_subfolder
+from .sizes import sizes_for
 from .types import LoadedModel, LuminaModel, LuminaTokenizer
 from .validation import CheckedNode
 
@@ -139,8 +140,9 @@ class LuminaMGPTTrainer(CheckedNode):
                 io.Int.Input("lora_rank", default=16, min=1, max=512, tooltip="LoRA rank (lora mode)."),
                 io.Float.Input("lora_alpha", default=32.0, min=0.1, max=1024.0, step=0.1,
                                tooltip="LoRA alpha; the update is scaled by alpha / rank."),
-                io.Combo.Input("target_size", options=["512", "768", "1024", "64"], default="768",
-                               tooltip="Resolution family images are fitted to (64 for the bundled model)."),
+                io.Combo.Input("target_size", options=["auto", "512", "768", "1024", "64"], default="auto",
+                               tooltip="Resolution family images are fitted to. auto: the loaded model's own "
+                                       "(768 for Lumina-mGPT-7B-768; 64 for lumina-mgpt-world and small models)."),
                 io.Int.Input("save_every", default=100, min=1, max=1_000_000,
                              tooltip="Write a resumable checkpoint every N steps."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, tooltip="Seeds data order and dropout."),
@@ -149,8 +151,9 @@ class LuminaMGPTTrainer(CheckedNode):
                                         "models/lumina_mgpt/<name> (full)."),
                 io.String.Input("validation_prompt", default="", optional=True,
                                 tooltip="Sampled every validate_every steps and shown as a preview."),
-                io.String.Input("validation_size", default="64x64", optional=True,
-                                tooltip="WxH of the validation image."),
+                io.String.Input("validation_size", default="auto", optional=True,
+                                tooltip="WxH of the validation image, a size the model draws; auto: the "
+                                        "model's own size (64x48 for lumina-mgpt-world)."),
                 io.Int.Input("validate_every", default=0, min=0, max=1_000_000, optional=True,
                              tooltip="0 = no validation previews."),
                 io.Boolean.Input("overwrite", default=False, optional=True,
@@ -178,10 +181,14 @@ class LuminaMGPTTrainer(CheckedNode):
     def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, dataset: str, mode: str, steps: int,
                 learning_rate: float, batch_size: int, grad_accum: int, lora_rank: int, lora_alpha: float,
                 target_size: str, save_every: int, seed: int, output_name: str, validation_prompt: str = "",
-                validation_size: str = "64x64", validate_every: int = 0, overwrite: bool = False
+                validation_size: str = "auto", validate_every: int = 0, overwrite: bool = False
                 ) -> io.NodeOutput:
         source = dataset_path(dataset)
-        val_w, val_h = pipeline.parse_size(validation_size) if validation_prompt.strip() else (0, 0)
+        model_sizes = sizes_for(model, tokenizer)
+        val_w, val_h = (model_sizes.choose(sizes.AUTO) if validation_size.strip() in ("", sizes.AUTO) else
+                        model_sizes.choose(sizes.CUSTOM, custom_size=validation_size))
+        if target_size == "auto":
+            target_size = str(model.layout.family or 64)
         # a new run folder per run: a second run of the same name never touches the first one's checkpoints
         run_dir = claim_new_folder(Path(folder_paths.get_output_directory()) / "lumina_mgpt_training", output_name)
         cfg = TrainConfig(lr=learning_rate, max_steps=steps, batch_size=batch_size, grad_accum=grad_accum,
@@ -230,12 +237,12 @@ class LuminaMGPTTrainer(CheckedNode):
             lora_lib.save_lora(result.model, cfg.lora, folder, overwrite=overwrite)
             patcher = model.patcher.clone()
             patcher.add_patches({k: (v,) for k, v in lora_lib.lora_weight_deltas(folder).items()}, 1.0)
-            return LoadedModel(patcher, f"{model.name}+{name}", model.dtype_name)
+            return LoadedModel(patcher, f"{model.name}+{name}", model.dtype_name, model.layout)
         folder = output_folder(FOLDER, name)
         save_model(result.model, folder, dtype=next(model.patcher.model.parameters()).dtype, overwrite=overwrite)
         patcher = comfy.model_patcher.ModelPatcher(result.model.eval(), load_device=model.patcher.load_device,
                                                    offload_device=model.patcher.offload_device)
-        return LoadedModel(patcher, name, model.dtype_name)
+        return LoadedModel(patcher, name, model.dtype_name, model.layout)
 
 
 class LuminaMGPTLoraLoader(CheckedNode):
@@ -264,7 +271,7 @@ class LuminaMGPTLoraLoader(CheckedNode):
         if len(applied) != len(deltas):
             raise ValueError(f"{lora_name} adapts {len(deltas)} weights but only {len(applied)} exist in "
                              f"{model.name}; it was trained for another model")
-        return io.NodeOutput(LoadedModel(patcher, f"{model.name}+{lora_name}", model.dtype_name))
+        return io.NodeOutput(LoadedModel(patcher, f"{model.name}+{lora_name}", model.dtype_name, model.layout))
 
 
 class LuminaMGPTSaveMerged(CheckedNode):

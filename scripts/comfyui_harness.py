@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -149,12 +150,33 @@ class RunResult:
     executed: dict[str, dict] = field(default_factory=dict)  # node id -> its "output" (ui dict)
     cached: list[str] = field(default_factory=list)  # node ids served from cache
     error: dict | None = None  # the execution_error data (node_id, node_type, exception_message, traceback)
-    preview_frames: int = 0  # binary websocket frames (previews) received while waiting
+    preview_frames: int = 0  # binary websocket frames holding a preview picture, received while waiting
+    previews: list[bytes] = field(default_factory=list)  # each preview's encoded picture (JPEG or PNG), in order
+    texts: list[str] = field(default_factory=list)  # progress texts nodes showed (binary TEXT frames), in order
     elapsed_s: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.status == "success"
+
+
+PREVIEW_IMAGE, TEXT, PREVIEW_IMAGE_WITH_METADATA = 1, 3, 4  # ComfyUI's binary websocket event types
+
+
+def _binary_frame(frame: bytes, result: RunResult) -> None:
+    """Sort one binary frame: ``[event u32][...]``. Previews are ``[type u32][picture]`` or, with metadata,
+    ``[json length u32][json][picture]``; texts are ``[node id length u32][node id][utf-8 text]``."""
+    if len(frame) < 8:
+        return
+    event, head = struct.unpack(">II", frame[:8])
+    if event == PREVIEW_IMAGE:
+        result.preview_frames += 1
+        result.previews.append(frame[8:])
+    elif event == PREVIEW_IMAGE_WITH_METADATA:
+        result.preview_frames += 1
+        result.previews.append(frame[8 + head:])
+    elif event == TEXT:
+        result.texts.append(frame[8 + head:].decode("utf-8", "replace"))
 
 
 class ComfyServer:
@@ -432,7 +454,7 @@ class ComfyServer:
                                        f"{self.log_tail()}") from None
                 continue
             if isinstance(frame, bytes):
-                result.preview_frames += 1
+                _binary_frame(frame, result)
                 continue
             msg = json.loads(frame)
             data = msg.get("data") or {}

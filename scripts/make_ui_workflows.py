@@ -1,8 +1,10 @@
 """Write the editor-format workflows in ``workflows/`` from the API-format ones in ``workflows/api/``.
 
 The API graphs are the source of truth (tests run them); the editor graphs are what ComfyUI's template
-browser lists and what people drop onto the canvas. The conversion needs each node's input order, which only a
-running server knows, so it reads ``/object_info`` (from ``--server URL`` or a saved ``--object-info FILE``).
+browser lists and what people drop onto the canvas. The browser shows a template's file name as its title and
+offers to sort by it, so each editor graph is named by ``TEMPLATES``: a number for the order, then a title.
+The conversion needs each node's input order, which only a running server knows, so it reads ``/object_info``
+(from ``--server URL`` or a saved ``--object-info FILE``). Thumbnails: ``scripts/make_thumbnails.py``.
 
     python scripts/make_ui_workflows.py --server http://127.0.0.1:8188
 """
@@ -16,6 +18,22 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+#: API workflow name -> the editor graph's file name (without .json) in the template browser, in browser order.
+TEMPLATES: dict[str, str] = {
+    "text_to_image_one_node": "01 Text to image",
+    "text_to_image": "02 Text to image, step by step",
+    "image_editing": "03 Edit a picture in two turns",
+    "depth_estimation": "04 Depth map",
+    "segmentation": "05 Segmentation",
+    "surface_normals": "06 Surface normals",
+    "pose": "07 Pose",
+    "detection": "08 Detect an object",
+    "condition_to_image": "09 Picture from a depth map",
+    "multiview": "10 Four views of an object",
+    "caption_and_questions": "11 Caption and questions",
+    "chat": "12 Chat about a picture",
+    "train_lora": "13 Train a LoRA, then sample with it",
+}
 COLUMN_WIDTH, ROW_HEIGHT = 380, 330
 
 
@@ -65,10 +83,16 @@ def to_ui(graph: dict, object_info: dict) -> dict:
                 if value is None:
                     continue
                 widgets.append(value)
-                if len(spec) > 1 and isinstance(spec[1], dict) and spec[1].get("control_after_generate"):
+                # the editor adds a "control after generate" widget to any INT named seed, flagged or not
+                flagged = len(spec) > 1 and isinstance(spec[1], dict) and spec[1].get("control_after_generate")
+                if flagged or (spec[0] == "INT" and name in ("seed", "noise_seed")):
                     widgets.append("fixed")
                 continue
             entry = {"name": name, "type": spec[0] if not isinstance(spec[0], list) else "COMBO", "link": None}
+            if is_widget(spec):  # a widget fed by a link keeps its name and a slot in widgets_values, as the
+                entry["widget"] = {"name": name}  # editor saves it (the value is unused while linked)
+                options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                widgets.append(options.get("default", ""))
             if isinstance(value, list):
                 link_id = len(links) + 1
                 src, slot = value
@@ -98,10 +122,16 @@ def main(argv: list[str] | None = None) -> int:
             object_info = json.load(resp)
     else:
         object_info = json.loads(args.object_info.read_text())
-    for api_path in sorted((REPO / "workflows" / "api").glob("*.json")):
-        graph = json.loads(api_path.read_text())
+    api_names = sorted(p.stem for p in (REPO / "workflows" / "api").glob("*.json"))
+    if set(api_names) != set(TEMPLATES):
+        raise SystemExit(f"TEMPLATES must name every API workflow exactly once; API: {api_names}")
+    for stale in (REPO / "workflows").glob("*.json"):  # renamed or removed templates
+        if stale.stem not in TEMPLATES.values():
+            stale.unlink()
+    for name, title in TEMPLATES.items():
+        graph = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
         ui = to_ui(graph, object_info)
-        out = REPO / "workflows" / api_path.name
+        out = REPO / "workflows" / f"{title}.json"
         out.write_text(json.dumps(ui, indent=2) + "\n")
         print(out)
     return 0

@@ -65,7 +65,7 @@ def bench_layers(rows: int, repeats: int) -> list[dict]:
         best, median = timed(lambda: [m(xs[m.in_features]) for m in mods], repeats)
         results.append({"kind": kind, "rows": rows, "best_ms": round(best, 2), "median_ms": round(median, 2),
                         "weight_MB": round(nbytes / 1e6, 1), "GB_per_s": round(nbytes / best / 1e6, 1)})
-        del mods
+        mods = None  # free the layer set before the next kind
     base = results[0]["best_ms"]
     for r in results:
         r["speedup_vs_bf16"] = round(base / r["best_ms"], 2)
@@ -125,7 +125,7 @@ def bench_step(position: int, repeats: int) -> list[dict]:
         results.append({"quant": mode, "position": position, "step_best_ms": round(step[0], 1),
                         "step_median_ms": round(step[1], 1), "head_65536_ms": round(full, 2),
                         "head_8192_ms": round(cut, 2)})
-        del model
+        model = None  # free it before the next kind
     base = results[0]["step_best_ms"]
     for r in results:
         r["step_speedup_vs_bf16"] = round(base / r["step_best_ms"], 2)
@@ -175,7 +175,7 @@ def bench_memory() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         model = random_slice()
         save_model(model, Path(tmp) / "slice", max_shard_bytes=1 << 30)
-        del model
+        model = None  # free it before the next kind
         results = []
         for mode in ("none", "int8", "fp8"):
             proc = subprocess.run([sys.executable, __file__, "_load", str(Path(tmp) / "slice"), mode],

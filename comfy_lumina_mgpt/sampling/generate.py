@@ -33,7 +33,7 @@ from ..vocab import LuminaVocab
 from . import jacobi
 from .columns import ImageColumns, image_columns
 from .compiled import compiled_image_step
-from .grid import Allowed, Constraint, GridState, Phase
+from .grid import Constraint, GridState, Phase
 from .processors import draw, guide, probabilities, sample, top_k_mask, top_p_mask
 from .settings import SamplerConfig
 from .transfer import to_device

@@ -7,7 +7,6 @@ import copy
 import io
 import json
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +35,7 @@ def saved_pngs(server, result) -> list[Image.Image]:
 @pytest.fixture(scope="module")
 def server(comfy_server, lumina_model):
     assert lumina_model == BUNDLED_MODEL, "the repo ships models/lumina_mgpt/lumina-mgpt-world; it is missing"
-    comfy_server.input_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "workflows" / "inputs" / EXAMPLE_IMAGE, comfy_server.input_dir / EXAMPLE_IMAGE)
-    return comfy_server
+    return comfy_server  # the workflows take their picture from the Example Image node: nothing to copy
 
 
 def reseed(graph: dict) -> dict:
@@ -56,9 +53,15 @@ def test_text_to_image_workflows_draw_their_prompt(server, name):
     """The PNG shows exactly the prompt's objects (colour, shape, size, position, count) on its canvas."""
     from comfy_lumina_mgpt.world import parse_caption, score_text_to_image
 
+    from comfy_lumina_mgpt import sizes
+    from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle
+
     graph = reseed(load_workflow(name))
     prompt_node = next(n for n in graph.values() if "custom_size" in n["inputs"])
-    width, height = (int(v) for v in prompt_node["inputs"]["custom_size"].split("x"))
+    bundle = load_tokenizer_bundle(BUNDLED_MODEL)
+    world = sizes.model_sizes(sizes.read_layout(BUNDLED_MODEL), bundle.patch, bundle.vocab.max_grid)
+    inputs = prompt_node["inputs"]
+    width, height = world.choose(inputs["resolution"], inputs["scale"], inputs["custom_size"])
     scene = parse_caption(prompt_node["inputs"]["prompt"], width, height)
     result = server.run(graph, timeout=300)
     assert result.ok, result.error

@@ -4,6 +4,7 @@ is what CI exercised."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -29,14 +30,31 @@ def editor_prompts(comfy_server, lumina_model, tmp_path_factory):
     return json.loads((out / "prompts.json").read_text()), out
 
 
+def template_titles() -> dict[str, str]:
+    """API workflow name -> editor file name, from scripts/make_ui_workflows.py (the one source)."""
+    spec = importlib.util.spec_from_file_location("make_ui_workflows", REPO / "scripts" / "make_ui_workflows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.TEMPLATES
+
+
 def api_workflows() -> list[Path]:
     return sorted((REPO / "workflows" / "api").glob("*.json"))
+
+
+def test_every_api_workflow_has_its_editor_twin_and_thumbnail():
+    titles = template_titles()
+    assert set(titles) == {p.stem for p in api_workflows()}
+    editor = {p.stem for p in (REPO / "workflows").glob("*.json")}
+    assert editor == set(titles.values())
+    for title in titles.values():
+        assert (REPO / "workflows" / f"{title}.jpg").is_file(), f"{title} has no thumbnail"
 
 
 @pytest.mark.parametrize("api_path", api_workflows(), ids=lambda p: p.stem)
 def test_editor_graph_equals_api_graph(comfy_server, editor_prompts, api_path):
     prompts, _ = editor_prompts
-    from_editor = prompts[api_path.name]
+    from_editor = prompts[f"{template_titles()[api_path.stem]}.json"]
     expected = json.loads(api_path.read_text())
     assert set(from_editor) == set(expected)
     for node_id, node in expected.items():

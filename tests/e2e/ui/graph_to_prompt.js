@@ -30,7 +30,7 @@ const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", 
         const p = await window.app.graphToPrompt();
         return p.output;
       }, workflow);
-      if (file === "text_to_image.json") {
+      if (file.startsWith("01 ")) {
         // the first-run template browser may open late; close it so the graph itself is captured
         const close = page.locator(".p-dialog .p-dialog-close-button, .p-dialog button[aria-label='Close']");
         for (let i = 0; i < 3 && (await close.count()) > 0; i++) {
