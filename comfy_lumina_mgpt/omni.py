@@ -17,7 +17,7 @@ from .conversation import Conversation
 from .pipeline import TokenizerBundle
 from .sampling.generate import StepCallback, generate
 from .sampling.settings import SamplerConfig
-from .tasks import IMAGE_PLACEHOLDER, get_task
+from .tasks import get_task, refuse_placeholder
 from .unirep import parse_image_block
 
 # Omni defaults of the official demos (LUMINA_SPEC §4.4): no guidance, image top-k 200, text top-k 5.
@@ -38,8 +38,7 @@ def user_message(task: str, prompt: str = "", **fields: object) -> str:
     """The exact user message of a task (official wording where one exists)."""
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"the prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS}")
-    if IMAGE_PLACEHOLDER in prompt:
-        raise ValueError(f"the prompt must not contain {IMAGE_PLACEHOLDER}; connect images to the image input")
+    refuse_placeholder(prompt)
     spec = get_task(task)
     if "{prompt}" in spec.template and not prompt.strip():
         raise ValueError(f"the {task} task needs a text prompt (the instruction, object or caption)")

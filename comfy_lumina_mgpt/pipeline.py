@@ -16,7 +16,7 @@ from PIL import Image
 from torch import Tensor
 
 from . import conversation, preprocess, unirep
-from .tasks import TEXT_TO_IMAGE
+from .tasks import TEXT_TO_IMAGE, refuse_placeholder
 from .tokenizer import TextTokenizer
 from .vocab import LuminaVocab
 from .vqgan import VQGAN, find_vqgan_files, load_vqgan
@@ -104,6 +104,8 @@ def text_to_image_prompt(bundle: TokenizerBundle, prompt: str, width: int, heigh
     """
     if not prompt.strip():
         raise ValueError("the prompt is empty; describe the image to generate")
+    refuse_placeholder(prompt)
+    refuse_placeholder(negative, "the negative prompt")
     unirep.check_size(width, height, bundle.patch)
     text = TEXT_TO_IMAGE.message(prompt, width=width, height=height)
     ids = conversation.build_prompt_ids(bundle.text, [text])
