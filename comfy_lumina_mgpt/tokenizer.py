@@ -15,6 +15,7 @@ it in user text.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from functools import cached_property
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer
 
+from .file_checks import read_json_file
 from .tasks import IMAGE_PLACEHOLDER
 from .vocab import LuminaVocab
 
@@ -51,16 +53,32 @@ class TextTokenizer:
 
     @classmethod
     def from_file(cls, path: str | Path) -> TextTokenizer:
-        """Read a ``tokenizer.json``-format file; ValueError if it is missing or not tokenizer JSON."""
+        """Read a ``tokenizer.json``-format file and check it holds the Lumina special tokens.
+
+        Raises:
+            ValueError: naming the file: missing, oversized, not tokenizer JSON, or without the special and
+                image tokens (``<s>``, ``<racm3:break>``, ``<eoss>``, ``<reserved08706>``, size tokens, ``IMGIMG…``).
+        """
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"tokenizer file {path} does not exist")
+        hint = "use tokenizer.json from Alpha-VLLM/Lumina-mGPT-7B-768 or Meta's text_tokenizer.json"
+        data = read_json_file(path, dict, "tokenizer file")
+        if not isinstance(data.get("model"), dict):
+            raise ValueError(f"{path} is not a valid tokenizer JSON file (no 'model' section); {hint}")
         try:
-            tok = Tokenizer.from_file(str(path))
-        except Exception as exc:  # the tokenizers library raises plain Exception subclasses
-            raise ValueError(f"{path} is not a valid tokenizer JSON file ({exc}); use tokenizer.json from "
-                             f"Alpha-VLLM/Lumina-mGPT-7B-768 or Meta's text_tokenizer.json") from None
-        return cls(tok, path)
+            tok = Tokenizer.from_str(json.dumps(data))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a malformed file can make the Rust side panic
+            raise ValueError(f"{path} is not a valid tokenizer JSON file ({type(exc).__name__}: {exc}); "
+                             f"{hint}") from None
+        text = cls(tok, path)
+        try:
+            text.vocab  # noqa: B018 - checked now, so a file without the special tokens fails at load time
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        return text
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> TextTokenizer:

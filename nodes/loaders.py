@@ -57,7 +57,8 @@ class LuminaMGPTModelLoader(io.ComfyNode):
     def execute(cls, model_name: str, dtype: str) -> io.NodeOutput:
         folder = resolve_subfolder(FOLDER, model_name)
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
-        model = load_model(folder, dtype=torch_dtype(dtype, load_device), device=offload_device)
+        model = load_model(folder, dtype=torch_dtype(dtype, load_device), device=offload_device,
+                           check_cancel=mm.throw_exception_if_processing_interrupted)
         patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
         return io.NodeOutput(LoadedModel(patcher, model_name, dtype))
 

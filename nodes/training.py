@@ -198,7 +198,8 @@ class LuminaMGPTLoraLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: LoadedModel, lora_name: str, strength: float) -> io.NodeOutput:
         folder = resolve_subfolder(LORA_FOLDER, lora_name)
-        deltas = lora_lib.lora_weight_deltas(folder)
+        shapes = {k: tuple(v.shape) for k, v in model.patcher.model.state_dict().items()}
+        deltas = lora_lib.lora_weight_deltas(folder, weight_shapes=shapes)
         patcher = model.patcher.clone()
         applied = patcher.add_patches({k: (v,) for k, v in deltas.items()}, strength)
         if len(applied) != len(deltas):
