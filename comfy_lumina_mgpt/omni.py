@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import conversation
+from . import conversation, limits
 from .conversation import Conversation
 from .pipeline import TokenizerBundle
 from .sampling.generate import StepCallback, generate
@@ -51,6 +51,7 @@ def ask(model, bundle: TokenizerBundle, history: Conversation, message: str, ima
     """Add a user turn (``message`` with its images' codes) and sample the assistant's answer."""
     conv = history.add_user(message, tuple(images))
     ids = conversation.build_prompt_ids(bundle.text, list(conv.turns), list(conv.images))
+    limits.check_generation(model, [ids], bundle.vocab, settings)  # before any cache is allocated
     result = generate(model, [ids], bundle.vocab, settings, generator=generator, on_step=on_step)
     text, blocks = conversation.split_response(result.tokens[0], bundle.text)
     codes = tuple(parse_image_block(b, bundle.vocab) for b in blocks)

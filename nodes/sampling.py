@@ -11,7 +11,7 @@ import torch
 from comfy_api.latest import io
 from PIL import Image
 
-from ..comfy_lumina_mgpt import conversation, pipeline, unirep
+from ..comfy_lumina_mgpt import conversation, limits, pipeline, unirep
 from ..comfy_lumina_mgpt.pipeline import PromptTokens, TokenBatch, TokenizerBundle
 from ..comfy_lumina_mgpt.sampling.generate import StepCallback, generate
 from ..comfy_lumina_mgpt.sampling.settings import SamplerConfig
@@ -110,15 +110,19 @@ def run_sampler(model: LoadedModel, bundle: TokenizerBundle, prompt: PromptToken
                 seed: int, batch_size: int = 1, preview_every: int = 4) -> TokenBatch:
     """Sample ``batch_size`` answers to one prompt inside ComfyUI."""
     negatives = [list(prompt.negative_ids)] * batch_size if prompt.negative_ids else None
+    prompts = [list(prompt.ids)] * batch_size
     with comfy_sampling(model, bundle, settings, seed, preview_every) as (lm, generator, on_step):
-        result = generate(lm, [list(prompt.ids)] * batch_size, bundle.vocab, settings, generator=generator,
+        limits.check_generation(lm, prompts, bundle.vocab, settings, negatives,
+                                free_bytes=mm.get_free_memory(model.patcher.load_device))
+        result = generate(lm, prompts, bundle.vocab, settings, generator=generator,
                           on_step=on_step, negative_prompts=negatives)
     texts = tuple(conversation.split_response(t, bundle.text)[0] for t in result.tokens)
     return TokenBatch(tuple(tuple(t) for t in result.tokens), texts)
 
 
 def decode_to_image(bundle: TokenizerBundle, batch: TokenBatch) -> torch.Tensor:
-    return stack_images([engine_to_image(img) for img in pipeline.decode_batch(bundle, batch)])
+    images = pipeline.decode_batch(bundle, batch, check_cancel=mm.throw_exception_if_processing_interrupted)
+    return stack_images([engine_to_image(img) for img in images])
 
 
 class LuminaMGPTPrompt(io.ComfyNode):

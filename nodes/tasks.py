@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
@@ -62,7 +63,8 @@ def same_size(codes: list) -> tuple[int, int]:
 
 def encode_inputs(tokenizer: TokenizerBundle, image: torch.Tensor, target: str, seed: int) -> list:
     pil = image_to_pil(image)
-    return pipeline.encode_images(tokenizer, pil[:1], target_size(target), seed)
+    return pipeline.encode_images(tokenizer, pil[:1], target_size(target), seed,
+                                  check_cancel=mm.throw_exception_if_processing_interrupted)
 
 
 def answer_images(tokenizer: TokenizerBundle, ans: omni.Answer) -> torch.Tensor:
@@ -277,7 +279,8 @@ class LuminaMGPTDecodeResponse(io.ComfyNode):
 
     @classmethod
     def execute(cls, tokenizer: TokenizerBundle, tokens: TokenBatch):
-        images = [engine_to_image(img) for img in pipeline.decode_batch(tokenizer, tokens)]
+        images = [engine_to_image(img) for img in pipeline.decode_batch(
+            tokenizer, tokens, check_cancel=mm.throw_exception_if_processing_interrupted)]
         out = stack_images(images) if images else torch.zeros(1, 64, 64, 3)
         texts = tokens.texts or tuple(pipeline.conversation.split_response(list(s), tokenizer.text)[0]
                                       for s in tokens.sequences)

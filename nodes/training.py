@@ -19,7 +19,7 @@ import torch
 from comfy_api.latest import io
 from PIL import Image
 
-from ..comfy_lumina_mgpt import pipeline
+from ..comfy_lumina_mgpt import limits, pipeline
 from ..comfy_lumina_mgpt.model.loading import save_model
 from ..comfy_lumina_mgpt.pipeline import TokenizerBundle
 from ..comfy_lumina_mgpt.sampling.generate import generate
@@ -61,6 +61,7 @@ def validation_image(lm, bundle: TokenizerBundle, prompt: str, width: int, heigh
     grid = tokens.grid_for(bundle.patch)
     settings = SamplerConfig(cfg_scale=3.0, image_top_k=200, force_size=grid, force_images=1,
                              max_new_tokens=4 + 2 * grid[0] * (2 * grid[1] + 1))
+    limits.check_generation(lm, [list(tokens.ids)], bundle.vocab, settings)
     was_training = lm.training
     lm.eval()
     try:
@@ -133,7 +134,8 @@ class LuminaMGPTTrainer(io.ComfyNode):
         base = model.patcher.model
         lm = base if mode == "lora" else copy.deepcopy(base)
         data, report = prepare_dataset(source, tokenizer, run_dir / "cache", target_size=cfg.target_size,
-                                       seed=seed, max_seq_len=cfg.max_seq_len)
+                                       seed=seed, max_seq_len=cfg.max_seq_len,
+                                       check_cancel=mm.throw_exception_if_processing_interrupted)
         if len(data) == 0:
             raise ValueError(f"no usable examples in {source} ({report.summary()})")
         pbar = comfy.utils.ProgressBar(steps)
