@@ -62,7 +62,7 @@ def same_size(codes: list) -> tuple[int, int]:
 
 
 def encode_inputs(tokenizer: TokenizerBundle, image: torch.Tensor, target: str, seed: int) -> list:
-    pil = image_to_pil(image)
+    pil = image_to_pil(image[:1])  # task nodes use the first picture of a batch: convert only that one
     return pipeline.encode_images(tokenizer, pil[:1], target_size(target), seed,
                                   check_cancel=mm.throw_exception_if_processing_interrupted)
 
