@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from . import conversation, limits, pipeline
+from .checks import number_problem, require, text_problem
 from .model.loading import load_model
 from .preprocess import tensor_to_pil
 from .sampling.generate import generate
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--free-size", action="store_true", help="let the model sample the size tokens")
+    p.add_argument("--jacobi-window", type=int, default=0,
+                   help="speculative Jacobi decoding with this many drafts per pass (16 recommended; 0 = off)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA graphs on a GPU)")
     p.add_argument("--out", type=Path, default=Path("out.png"), help="output PNG (suffix _N added for N>0)")
     return p
 
@@ -49,6 +53,11 @@ def main(argv: list[str]) -> int:
     dtype = args.dtype if args.dtype != "auto" else ("fp32" if device.type == "cpu" else "bf16")
     tok_dir = args.tokenizer or args.model
     try:
+        # the checks the nodes make on their widgets (argv bytes that are not UTF-8 arrive as lone surrogates)
+        for flag in ("prompt", "negative", "size"):
+            require(text_problem(getattr(args, flag), f"--{flag}"))
+        for flag in ("cfg", "temperature"):
+            require(number_problem(getattr(args, flag), f"--{flag}", minimum=0.0))
         bundle = pipeline.load_tokenizer_bundle(tok_dir, args.vqgan, device=device)
         model = load_model(args.model, dtype=dtype, device=device)
         bundle.check_model_vocab(model.config.vocab_size)
@@ -58,6 +67,7 @@ def main(argv: list[str]) -> int:
         settings = SamplerConfig(cfg_scale=args.cfg, image_top_k=args.image_top_k, text_top_k=args.text_top_k,
                                  image_temperature=args.temperature, text_temperature=args.temperature,
                                  force_size=grid, force_images=1 if grid is not None else 0,
+                                 jacobi_window=args.jacobi_window, compiled=args.compile,
                                  max_new_tokens=pipeline.unirep.block_length(height // bundle.patch * 2,
                                                                              width // bundle.patch * 2) + 8)
         negatives = [list(prompt.negative_ids)] * args.batch if prompt.negative_ids else None

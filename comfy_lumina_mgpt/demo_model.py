@@ -9,13 +9,15 @@ path (files, loaders, sampler, decoder, ComfyUI) without any download. Its pictu
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 
 from .config import ModelConfig
 from .model.chameleon import LuminaMGPT
-from .model.loading import save_model
+from .atomic import atomic_folder, check_writable
+from .model.loading import is_weights_file, write_model_files
 from .vocab_builder import build_chameleon_tokenizer
 from .vqgan import VQGAN, VQGANConfig, save_vqgan
 
@@ -34,9 +36,12 @@ def demo_vqgan_config() -> VQGANConfig:
                        num_res_blocks=1, attn_resolutions=())
 
 
-def write_demo_model(folder: str | Path, *, seed: int = 0, dim: int = 64, n_layers: int = 2) -> Path:
-    """Create ``folder`` with config.json, model.safetensors, tokenizer.json, vqgan.yaml/.safetensors."""
+def write_demo_model(folder: str | Path, *, seed: int = 0, dim: int = 64, n_layers: int = 2,
+                     overwrite: bool = False) -> Path:
+    """Create ``folder`` with config.json, model.safetensors, tokenizer.json, vqgan.yaml/.safetensors
+    (an existing folder only with ``overwrite``, keeping its other files)."""
     folder = Path(folder)
+    check_writable(folder, overwrite, "model folder")
     torch.manual_seed(seed)
     vq_cfg = demo_vqgan_config()
     staging = folder.with_name(folder.name + ".tokenizer-tmp")
@@ -54,8 +59,9 @@ def write_demo_model(folder: str | Path, *, seed: int = 0, dim: int = 64, n_laye
         for p in model.parameters():
             if p.ndim > 1:
                 p.normal_(0.0, 0.02)
-    save_model(model, folder, extra_files={"tokenizer.json": tokenizer_json})
-    save_vqgan(VQGAN(vq_cfg).eval(), folder)
+    with atomic_folder(folder, overwrite=overwrite, replaces=is_weights_file, what="model folder") as tmp:
+        write_model_files(model, tmp, extra_files={"tokenizer.json": tokenizer_json})
+        save_vqgan(VQGAN(vq_cfg).eval(), tmp)
     for f in staging.iterdir():
         f.unlink()
     staging.rmdir()
@@ -66,6 +72,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m comfy_lumina_mgpt demo-model", description=__doc__)
     parser.add_argument("folder", type=Path, help="where to write the model folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the weights of an existing folder (its other files are kept)")
     args = parser.parse_args(argv)
-    print(write_demo_model(args.folder, seed=args.seed))
+    try:
+        print(write_demo_model(args.folder, seed=args.seed, overwrite=args.overwrite))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0

@@ -157,24 +157,6 @@ def decode_batch(bundle: TokenizerBundle, batch: TokenBatch, check_cancel: Check
     return out
 
 
-def partial_codes(bundle: TokenizerBundle, sequence: Sequence[int]) -> Tensor | None:
-    """Codes of the finished rows of the image being generated (for live previews), or None."""
-    vocab = bundle.vocab
-    seq = list(sequence)
-    if vocab.boi_id not in seq:
-        return None
-    start = len(seq) - 1 - seq[::-1].index(vocab.boi_id)
-    if len(seq) < start + 3:
-        return None
-    w_lat = 2 * vocab.size_of(seq[start + 2])
-    body = seq[start + 3:]
-    rows = min(len(body) // (w_lat + 1), 2 * vocab.size_of(seq[start + 1]))
-    if rows == 0:
-        return None
-    grid = torch.tensor(body[: rows * (w_lat + 1)]).view(rows, w_lat + 1)[:, :w_lat]
-    return vocab.id_to_code(grid)
-
-
 def native_size(width: int, height: int, patch: int) -> tuple[int, int]:
     """An image's own size on the patch grid ``(W, H)``: each side rounded to the nearest multiple of
     ``patch`` (at least one patch). For models trained on their own sizes rather than a crop list."""

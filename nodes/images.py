@@ -10,6 +10,7 @@ from ..comfy_lumina_mgpt.pipeline import TokenBatch, TokenizerBundle, encode_ima
 from .convert import image_to_pil
 from .sampling import decode_to_image
 from .types import LuminaTokenizer, LuminaTokens
+from .validation import CheckedNode
 
 TARGETS = ["512", "768", "1024", "native"]
 
@@ -19,7 +20,7 @@ def target_size(choice: str) -> int | None:
     return None if choice == "native" else int(choice)
 
 
-class LuminaMGPTVQDecode(io.ComfyNode):
+class LuminaMGPTVQDecode(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -39,7 +40,7 @@ class LuminaMGPTVQDecode(io.ComfyNode):
         return io.NodeOutput(decode_to_image(tokenizer, tokens))
 
 
-class LuminaMGPTVQEncode(io.ComfyNode):
+class LuminaMGPTVQEncode(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

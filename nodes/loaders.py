@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import weakref
+
 import comfy.model_management as mm
 import comfy.model_patcher
 from comfy_api.latest import io
 
 from ..comfy_lumina_mgpt.model.loading import load_model
-from ..comfy_lumina_mgpt.pipeline import has_tokenizer, has_vqgan, load_tokenizer_bundle
+from ..comfy_lumina_mgpt.pipeline import TokenizerBundle, has_tokenizer, has_vqgan, load_tokenizer_bundle
 from .convert import FOLDER, VQ_FOLDER, list_subfolders, resolve_subfolder, torch_dtype
 from .types import LoadedModel, LuminaModel, LuminaTokenizer
+from .validation import CheckedNode
 
 SAME_FOLDER = "(same as tokenizer)"
 
@@ -35,7 +38,7 @@ def _resolve(choice: str):
     return resolve_subfolder(root, rel)
 
 
-class LuminaMGPTModelLoader(io.ComfyNode):
+class LuminaMGPTModelLoader(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -63,7 +66,7 @@ class LuminaMGPTModelLoader(io.ComfyNode):
         return io.NodeOutput(LoadedModel(patcher, model_name, dtype))
 
 
-class LuminaMGPTTokenizerLoader(io.ComfyNode):
+class LuminaMGPTTokenizerLoader(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -87,5 +90,20 @@ class LuminaMGPTTokenizerLoader(io.ComfyNode):
     def execute(cls, tokenizer: str, vqgan: str) -> io.NodeOutput:
         text_folder = _resolve(tokenizer)
         vq_folder = text_folder if vqgan == SAME_FOLDER else _resolve(vqgan)
-        # The VQGAN is small; it runs on the compute device in fp32 and is moved there per use.
+        # Loaded on the CPU; sampling nodes hand it to ComfyUI's model management (vqgan_patcher), which moves
+        # it to the compute device with the language model and back when memory is needed.
         return io.NodeOutput(load_tokenizer_bundle(text_folder, vq_folder, device="cpu"))
+
+
+_VQ_PATCHERS: dict[int, comfy.model_patcher.ModelPatcher] = {}
+
+
+def vqgan_patcher(bundle: TokenizerBundle) -> comfy.model_patcher.ModelPatcher:
+    """A ModelPatcher for the bundle's VQGAN (one per VQGAN, dropped when the VQGAN is freed), so previews and
+    decoding run on ComfyUI's compute device and the VQGAN is offloaded like any other model."""
+    key = id(bundle.vqgan)
+    if key not in _VQ_PATCHERS:
+        _VQ_PATCHERS[key] = comfy.model_patcher.ModelPatcher(
+            bundle.vqgan, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+        weakref.finalize(bundle.vqgan, _VQ_PATCHERS.pop, key, None)
+    return _VQ_PATCHERS[key]

@@ -13,10 +13,12 @@ from PIL import Image
 
 from ..comfy_lumina_mgpt import conversation, limits, pipeline, unirep
 from ..comfy_lumina_mgpt.pipeline import PromptTokens, TokenBatch, TokenizerBundle
-from ..comfy_lumina_mgpt.sampling.generate import StepCallback, generate
-from ..comfy_lumina_mgpt.sampling.settings import SamplerConfig
+from ..comfy_lumina_mgpt.sampling.generate import ProducedTokens, StepCallback, generate
+from ..comfy_lumina_mgpt.sampling.settings import MAX_JACOBI_WINDOW, SamplerConfig
 from .convert import engine_to_image, stack_images
+from .loaders import vqgan_patcher
 from .types import LoadedModel, LuminaModel, LuminaPrompt, LuminaTokenizer, LuminaTokens
+from .validation import CheckedNode
 
 CUSTOM = "custom"
 MIN_PATCH = 16  # the smallest size step of any supported model (the bundled one); the real check is per model
@@ -48,6 +50,14 @@ def validate_size(resolution: str, custom_size: str) -> bool | str:
     return True
 
 
+def size_problem(values: dict) -> str | None:
+    """``validate_size`` for a node's widget values (sizes that arrive through links are checked later)."""
+    if values.get("resolution") is None or values.get("custom_size") is None:
+        return None
+    verdict = validate_size(values["resolution"], values["custom_size"])
+    return None if verdict is True else str(verdict)
+
+
 def sampler_inputs(cfg: float = 4.0, image_top_k: int = 2000, text_top_k: int = 10,
                    max_new_tokens: int = 8192) -> list:
     """The sampling widgets, shared by the sampler, text-to-image and task nodes (defaults differ)."""
@@ -72,10 +82,25 @@ def sampler_inputs(cfg: float = 4.0, image_top_k: int = 2000, text_top_k: int = 
     ]
 
 
+def speed_inputs() -> list:
+    """Optional widgets that change how fast, not what, an image is sampled (last, so older workflows load)."""
+    return [
+        io.Int.Input("jacobi_window", default=0, min=0, max=MAX_JACOBI_WINDOW, optional=True,
+                     tooltip="Speculative Jacobi decoding: draft tokens checked per model pass (16 = the SJD "
+                             "paper's choice, about 2x fewer passes on a GPU; 0 = one token per pass). The "
+                             "images follow the same distribution either way."),
+        io.Boolean.Input("compile", default=False, optional=True,
+                         tooltip="Compile the decode step with torch.compile (CUDA graphs on a GPU). The first "
+                                 "image of each size compiles for tens of seconds; later ones run faster."),
+    ]
+
+
 def sampler_config(kw: dict, **extra) -> SamplerConfig:
     return SamplerConfig(cfg_scale=kw["cfg"], image_top_k=kw["image_top_k"], image_top_p=kw["image_top_p"],
                          image_temperature=kw["image_temperature"], text_top_k=kw["text_top_k"],
-                         text_temperature=kw["text_temperature"], max_new_tokens=kw["max_new_tokens"], **extra)
+                         text_temperature=kw["text_temperature"], max_new_tokens=kw["max_new_tokens"],
+                         jacobi_window=kw.get("jacobi_window", 0), compiled=bool(kw.get("compile", False)),
+                         **extra)
 
 
 @contextmanager
@@ -83,16 +108,16 @@ def comfy_sampling(model: LoadedModel, bundle: TokenizerBundle, settings: Sample
                    preview_every: int = 4) -> Iterator[tuple[torch.nn.Module, torch.Generator, StepCallback]]:
     """Model on ComfyUI's device, a seeded generator, and a step callback that drives the progress bar,
     shows the rows finished so far as a preview and honours Cancel. The KV cache is freed afterwards."""
-    mm.load_models_gpu([model.patcher])
+    mm.load_models_gpu([model.patcher, vqgan_patcher(bundle)])
     lm = model.patcher.model
     bundle.check_model_vocab(lm.config.vocab_size)
     pbar = comfy.utils.ProgressBar(settings.max_new_tokens)
     shown = {"rows": 0}
 
-    def on_step(step: int, total: int, tokens: list[list[int]]) -> None:
+    def on_step(step: int, total: int, tokens: ProducedTokens) -> None:
         mm.throw_exception_if_processing_interrupted()
         preview = None
-        codes = pipeline.partial_codes(bundle, tokens[0]) if preview_every else None
+        codes = tokens.image_rows(0) if preview_every else None
         if codes is not None and codes.shape[0] >= shown["rows"] + preview_every:
             shown["rows"] = codes.shape[0]
             image = engine_to_image(pipeline.decode_codes(bundle, codes))[0]
@@ -125,7 +150,7 @@ def decode_to_image(bundle: TokenizerBundle, batch: TokenBatch) -> torch.Tensor:
     return stack_images([engine_to_image(img) for img in images])
 
 
-class LuminaMGPTPrompt(io.ComfyNode):
+class LuminaMGPTPrompt(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -147,8 +172,8 @@ class LuminaMGPTPrompt(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resolution: str, custom_size: str) -> bool | str:
-        return validate_size(resolution, custom_size)
+    def value_problem(cls, values: dict) -> str | None:
+        return size_problem(values)
 
     @classmethod
     def execute(cls, tokenizer: TokenizerBundle, prompt: str, resolution: str, custom_size: str,
@@ -157,7 +182,7 @@ class LuminaMGPTPrompt(io.ComfyNode):
         return io.NodeOutput(pipeline.text_to_image_prompt(tokenizer, prompt, width, height, negative_prompt))
 
 
-class LuminaMGPTSampler(io.ComfyNode):
+class LuminaMGPTSampler(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -178,6 +203,7 @@ class LuminaMGPTSampler(io.ComfyNode):
                                          "the model choose them from the prompt text."),
                 io.Int.Input("preview_every_rows", default=4, min=0, max=128,
                              tooltip="Decode a preview after this many new rows (0 = no preview)."),
+                *speed_inputs(),
             ],
             outputs=[LuminaTokens.Output(display_name="tokens"), io.String.Output(display_name="text")],
         )
@@ -191,7 +217,7 @@ class LuminaMGPTSampler(io.ComfyNode):
         return io.NodeOutput(batch, "\n".join(batch.texts))
 
 
-class LuminaMGPTTextToImage(io.ComfyNode):
+class LuminaMGPTTextToImage(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -206,13 +232,14 @@ class LuminaMGPTTextToImage(io.ComfyNode):
                 *size_inputs(),
                 *sampler_inputs(),
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Images sampled together."),
+                *speed_inputs(),
             ],
             outputs=[io.Image.Output(display_name="image")],
         )
 
     @classmethod
-    def validate_inputs(cls, resolution: str, custom_size: str) -> bool | str:
-        return validate_size(resolution, custom_size)
+    def value_problem(cls, values: dict) -> str | None:
+        return size_problem(values)
 
     @classmethod
     def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, prompt: str, resolution: str,

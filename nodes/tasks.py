@@ -12,8 +12,9 @@ from ..comfy_lumina_mgpt.pipeline import PromptTokens, TokenBatch, TokenizerBund
 from ..comfy_lumina_mgpt.tasks import DENSE_PREDICTION_TASKS
 from .convert import engine_to_image, image_to_pil, stack_images
 from .images import TARGETS, target_size
-from .sampling import chosen_size, comfy_sampling, sampler_config, sampler_inputs, size_inputs, validate_size
+from .sampling import chosen_size, comfy_sampling, sampler_config, sampler_inputs, size_inputs, size_problem
 from .types import LoadedModel, LuminaConversation, LuminaModel, LuminaPrompt, LuminaTokenizer, LuminaTokens
+from .validation import CheckedNode
 
 CATEGORY = "Lumina-mGPT/tasks"
 TASK_CHOICES = ["text_to_image", *DENSE_PREDICTION_TASKS, "detection", "editing", "condition_to_image",
@@ -74,7 +75,7 @@ def answer_images(tokenizer: TokenizerBundle, ans: omni.Answer) -> torch.Tensor:
     return stack_images([engine_to_image(pipeline.decode_codes(tokenizer, c)) for c in ans.images])
 
 
-class LuminaMGPTImageEdit(io.ComfyNode):
+class LuminaMGPTImageEdit(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -95,7 +96,7 @@ class LuminaMGPTImageEdit(io.ComfyNode):
         return io.NodeOutput(answer_images(tokenizer, ans), ans.conversation)
 
 
-class LuminaMGPTDensePrediction(io.ComfyNode):
+class LuminaMGPTDensePrediction(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -117,7 +118,7 @@ class LuminaMGPTDensePrediction(io.ComfyNode):
         return io.NodeOutput(maps, maps.mean(dim=-1))
 
 
-class LuminaMGPTDetect(io.ComfyNode):
+class LuminaMGPTDetect(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -149,7 +150,7 @@ class LuminaMGPTDetect(io.ComfyNode):
         return io.NodeOutput(out, mask, ",".join(map(str, box)) if box else "")
 
 
-class LuminaMGPTConditionToImage(io.ComfyNode):
+class LuminaMGPTConditionToImage(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -171,7 +172,7 @@ class LuminaMGPTConditionToImage(io.ComfyNode):
         return io.NodeOutput(answer_images(tokenizer, ans))
 
 
-class LuminaMGPTMultiview(io.ComfyNode):
+class LuminaMGPTMultiview(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -186,8 +187,8 @@ class LuminaMGPTMultiview(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resolution: str, custom_size: str) -> bool | str:
-        return validate_size(resolution, custom_size)
+    def value_problem(cls, values: dict) -> str | None:
+        return size_problem(values)
 
     @classmethod
     def execute(cls, model, tokenizer, caption: str, views: int, resolution: str, custom_size: str, **kw):
@@ -201,7 +202,7 @@ class LuminaMGPTMultiview(io.ComfyNode):
         return io.NodeOutput(answer_images(tokenizer, ans))
 
 
-class LuminaMGPTChat(io.ComfyNode):
+class LuminaMGPTChat(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -230,7 +231,7 @@ class LuminaMGPTChat(io.ComfyNode):
         return io.NodeOutput(ans.text.strip(), ans.conversation, shown)
 
 
-class LuminaMGPTTaskPrompt(io.ComfyNode):
+class LuminaMGPTTaskPrompt(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -264,7 +265,7 @@ class LuminaMGPTTaskPrompt(io.ComfyNode):
                                           height if task in ("text_to_image", "multiview") else 0, message))
 
 
-class LuminaMGPTDecodeResponse(io.ComfyNode):
+class LuminaMGPTDecodeResponse(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

@@ -20,6 +20,8 @@ from comfy_api.latest import io
 from PIL import Image
 
 from ..comfy_lumina_mgpt import limits, pipeline
+from ..comfy_lumina_mgpt.atomic import check_writable, claim_new_folder
+from ..comfy_lumina_mgpt.checks import require
 from ..comfy_lumina_mgpt.model.loading import save_model
 from ..comfy_lumina_mgpt.pipeline import TokenizerBundle
 from ..comfy_lumina_mgpt.sampling.generate import generate
@@ -31,24 +33,64 @@ from ..comfy_lumina_mgpt.training.loop import train
 from ..comfy_lumina_mgpt.training.plot import loss_curve_image
 from .convert import FOLDER, LORA_FOLDER, engine_to_image, list_subfolders, resolve_subfolder
 from .types import LoadedModel, LuminaModel, LuminaTokenizer
+from .validation import CheckedNode
 
 CATEGORY = "Lumina-mGPT/training"
 
 
 def dataset_path(text: str) -> Path:
-    """Absolute, or relative to ComfyUI's input folder; ValueError if it does not exist."""
+    """Absolute, or relative to ComfyUI's input folder; ValueError if it is empty, the input folder itself, or
+    does not exist."""
+    require(dataset_problem(text))
+    return _dataset_candidate(text)
+
+
+def _dataset_candidate(text: str) -> Path:
     path = Path(text.strip()).expanduser()
-    if not path.is_absolute():
-        path = Path(folder_paths.get_input_directory()) / path
+    return path if path.is_absolute() else Path(folder_paths.get_input_directory()) / path
+
+
+def dataset_problem(text: str) -> str | None:
+    if not text.strip():
+        return ("widget 'dataset' is empty; name a folder of images with .txt captions or a conversation "
+                ".json/.jsonl, absolute or relative to ComfyUI's input folder")
+    path = _dataset_candidate(text).resolve()
+    inputs = Path(folder_paths.get_input_directory()).resolve()
+    if path == inputs or path in inputs.parents:
+        return (f"widget 'dataset' {text!r} is (or holds) ComfyUI's whole input folder; put the training images "
+                "in a sub-folder of it and name that")
     if not path.exists():
-        raise ValueError(f"dataset {text!r} not found (looked at {path}); give a folder of images with .txt "
-                         "captions or a conversation .json/.jsonl, absolute or relative to ComfyUI's input folder")
-    return path
+        return (f"dataset {text!r} not found (looked at {path}); give a folder of images with .txt captions or a "
+                "conversation .json/.jsonl, absolute or relative to ComfyUI's input folder")
+    return None
 
 
-def check_folder_name(name: str, what: str) -> None:
+def folder_name_problem(name: str, what: str) -> str | None:
     if not name.strip() or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"{what} {name!r} must be a plain folder name (no slashes, not starting with '.')")
+        return f"{what} {name!r} must be a plain folder name (no slashes, not starting with '.')"
+    return None
+
+
+def output_folder(kind: str, name: str) -> Path:
+    """Where a result named ``name`` goes: the existing folder of that name under any root of model folder
+    ``kind`` (the one the loaders would find, so nothing is shadowed), else the first root."""
+    roots = [Path(p) for p in folder_paths.get_folder_paths(kind)]
+    for root in roots:
+        if (root / name).exists() or (root / name).is_symlink():
+            return root / name
+    return roots[0] / name
+
+
+def output_problem(kind: str, name: str, overwrite: bool, widget: str, what: str) -> str | None:
+    """Why the result cannot be written to ``output_folder(kind, name)`` (None if it can)."""
+    problem = folder_name_problem(name, f"widget '{widget}'")
+    if problem is not None:
+        return problem
+    try:
+        check_writable(output_folder(kind, name), overwrite, what)
+    except ValueError as err:
+        return f"widget '{widget}': {err}"
+    return None
 
 
 def pil_image(image: torch.Tensor) -> Image.Image:
@@ -73,7 +115,7 @@ def validation_image(lm, bundle: TokenizerBundle, prompt: str, width: int, heigh
     return pil_image(engine_to_image(pipeline.decode_codes(bundle, codes[0]))[0])
 
 
-class LuminaMGPTTrainer(io.ComfyNode):
+class LuminaMGPTTrainer(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -112,20 +154,37 @@ class LuminaMGPTTrainer(io.ComfyNode):
                                 tooltip="WxH of the validation image."),
                 io.Int.Input("validate_every", default=0, min=0, max=1_000_000, optional=True,
                              tooltip="0 = no validation previews."),
+                io.Boolean.Input("overwrite", default=False, optional=True,
+                                 tooltip="Off: an existing output_name folder is refused before training. On: "
+                                         "its weights are replaced when the run ends; its other files (tokenizer, "
+                                         "VQGAN, your own) are kept."),
             ],
             outputs=[LuminaModel.Output(display_name="model"), io.Image.Output(display_name="loss_curve"),
                      io.String.Output(display_name="summary")],
         )
 
     @classmethod
+    def value_problem(cls, values: dict) -> str | None:
+        if values.get("dataset") is not None:
+            problem = dataset_problem(values["dataset"])
+            if problem is not None:
+                return problem
+        if values.get("output_name") is not None and values.get("mode") is not None:
+            kind = LORA_FOLDER if values["mode"] == "lora" else FOLDER
+            return output_problem(kind, values["output_name"], bool(values.get("overwrite")), "output_name",
+                                  "LoRA folder" if kind == LORA_FOLDER else "model folder")
+        return None
+
+    @classmethod
     def execute(cls, model: LoadedModel, tokenizer: TokenizerBundle, dataset: str, mode: str, steps: int,
                 learning_rate: float, batch_size: int, grad_accum: int, lora_rank: int, lora_alpha: float,
                 target_size: str, save_every: int, seed: int, output_name: str, validation_prompt: str = "",
-                validation_size: str = "64x64", validate_every: int = 0) -> io.NodeOutput:
-        check_folder_name(output_name, "output_name")
+                validation_size: str = "64x64", validate_every: int = 0, overwrite: bool = False
+                ) -> io.NodeOutput:
         source = dataset_path(dataset)
         val_w, val_h = pipeline.parse_size(validation_size) if validation_prompt.strip() else (0, 0)
-        run_dir = Path(folder_paths.get_output_directory()) / "lumina_mgpt_training" / output_name
+        # a new run folder per run: a second run of the same name never touches the first one's checkpoints
+        run_dir = claim_new_folder(Path(folder_paths.get_output_directory()) / "lumina_mgpt_training", output_name)
         cfg = TrainConfig(lr=learning_rate, max_steps=steps, batch_size=batch_size, grad_accum=grad_accum,
                           warmup_steps=min(100, steps // 10), save_every=save_every, seed=seed,
                           target_size=int(target_size), output_dir=str(run_dir),
@@ -151,7 +210,7 @@ class LuminaMGPTTrainer(io.ComfyNode):
         with torch.inference_mode(False), torch.enable_grad():
             try:
                 result = train(lm, data, cfg, on_step=on_step, should_stop=mm.processing_interrupted)
-                out = cls.finish(model, result, mode, cfg, output_name)
+                out = cls.finish(model, result, mode, cfg, output_name, overwrite)
             finally:
                 if mode == "lora" and lora_lib.has_lora(base):
                     lora_lib.unload_lora(base)  # the input model stays as it was
@@ -160,27 +219,28 @@ class LuminaMGPTTrainer(io.ComfyNode):
         losses = [h["loss"] for h in result.history]
         summary = (f"{mode} finetune '{output_name}': {result.step} steps on {len(data)} examples "
                    f"({report.summary()}); loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
-                   f"checkpoint {result.last_checkpoint}")
+                   f"checkpoint {result.last_checkpoint}; run folder {run_dir}")
         curve = torch.from_numpy(np.asarray(loss_curve_image(result.history), dtype=np.float32) / 255.0)[None]
         return io.NodeOutput(out, curve, summary)
 
     @staticmethod
-    def finish(model: LoadedModel, result, mode: str, cfg: TrainConfig, name: str) -> LoadedModel:
+    def finish(model: LoadedModel, result, mode: str, cfg: TrainConfig, name: str, overwrite: bool
+               ) -> LoadedModel:
         """Save the result where the loaders find it and wrap it for ComfyUI."""
         if mode == "lora":
-            folder = Path(folder_paths.get_folder_paths(LORA_FOLDER)[0]) / name
-            lora_lib.save_lora(result.model, cfg.lora, folder)
+            folder = output_folder(LORA_FOLDER, name)
+            lora_lib.save_lora(result.model, cfg.lora, folder, overwrite=overwrite)
             patcher = model.patcher.clone()
             patcher.add_patches({k: (v,) for k, v in lora_lib.lora_weight_deltas(folder).items()}, 1.0)
             return LoadedModel(patcher, f"{model.name}+{name}", model.dtype_name)
-        folder = Path(folder_paths.get_folder_paths(FOLDER)[0]) / name
-        save_model(result.model, folder, dtype=next(model.patcher.model.parameters()).dtype)
+        folder = output_folder(FOLDER, name)
+        save_model(result.model, folder, dtype=next(model.patcher.model.parameters()).dtype, overwrite=overwrite)
         patcher = comfy.model_patcher.ModelPatcher(result.model.eval(), load_device=model.patcher.load_device,
                                                    offload_device=model.patcher.offload_device)
         return LoadedModel(patcher, name, model.dtype_name)
 
 
-class LuminaMGPTLoraLoader(io.ComfyNode):
+class LuminaMGPTLoraLoader(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -210,7 +270,7 @@ class LuminaMGPTLoraLoader(io.ComfyNode):
         return io.NodeOutput(LoadedModel(patcher, f"{model.name}+{lora_name}", model.dtype_name))
 
 
-class LuminaMGPTSaveMerged(io.ComfyNode):
+class LuminaMGPTSaveMerged(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -219,14 +279,23 @@ class LuminaMGPTSaveMerged(io.ComfyNode):
             description="Writes the model with its LoRA patches folded in, as a checkpoint folder in the "
                         "published layout under models/lumina_mgpt/.",
             inputs=[LuminaModel.Input("model", tooltip="A model, e.g. from the LoRA Loader or the Trainer."),
-                    io.String.Input("name", default="merged", tooltip="Folder name under models/lumina_mgpt/.")],
+                    io.String.Input("name", default="merged", tooltip="Folder name under models/lumina_mgpt/."),
+                    io.Boolean.Input("overwrite", default=False, optional=True,
+                                     tooltip="Off: an existing folder of that name is refused. On: its weights "
+                                             "are replaced; its other files (tokenizer, VQGAN, your own) are "
+                                             "kept.")],
             outputs=[io.String.Output(display_name="path")],
         )
 
     @classmethod
-    def execute(cls, model: LoadedModel, name: str) -> io.NodeOutput:
-        check_folder_name(name, "name")
+    def value_problem(cls, values: dict) -> str | None:
+        if values.get("name") is None:
+            return None
+        return output_problem(FOLDER, values["name"], bool(values.get("overwrite")), "name", "model folder")
+
+    @classmethod
+    def execute(cls, model: LoadedModel, name: str, overwrite: bool = False) -> io.NodeOutput:
         mm.load_models_gpu([model.patcher], force_full_load=True)  # patches are applied while loaded
-        folder = Path(folder_paths.get_folder_paths(FOLDER)[0]) / name
-        save_model(model.patcher.model, folder)
+        folder = output_folder(FOLDER, name)
+        save_model(model.patcher.model, folder, overwrite=overwrite)
         return io.NodeOutput(str(folder))

@@ -16,12 +16,15 @@ Two entry points: ``forward(tokens)`` is the plain causal pass over whole sequen
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig
+from .fusion import project
 
 
 class RMSNorm(nn.Module):
@@ -116,9 +119,10 @@ class Attention(nn.Module):
                 input_pos: Tensor | None = None, rows: Tensor | None = None, kv_len: int = 0) -> Tensor:
         """x: ``[B, T, dim]``. Without ``input_pos`` the pass is plain causal and the cache is untouched."""
         bsz, seqlen, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(bsz, seqlen, self.n_heads, self.head_dim))
-        k = self.k_norm(self.k_proj(x).view(bsz, seqlen, self.n_kv_heads, self.head_dim))
-        v = self.v_proj(x).view(bsz, seqlen, self.n_kv_heads, self.head_dim)
+        q, k, v = project(x, (self.q_proj, self.k_proj, self.v_proj))
+        q = self.q_norm(q.view(bsz, seqlen, self.n_heads, self.head_dim))
+        k = self.k_norm(k.view(bsz, seqlen, self.n_kv_heads, self.head_dim))
+        v = v.view(bsz, seqlen, self.n_kv_heads, self.head_dim)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         gqa = self.n_heads != self.n_kv_heads
@@ -140,7 +144,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = project(x, (self.gate_proj, self.up_proj))
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -236,7 +241,8 @@ class LuminaMGPT(nn.Module):
         return self.model.norm(h)
 
     def step(self, tokens: Tensor, input_pos: Tensor, cache_rows: Tensor | None = None,
-             logits_index: Tensor | None = None) -> Tensor:
+             logits_index: Tensor | None = None, kv_len: int | None = None,
+             head: Callable[[Tensor], Tensor | None] | None = None) -> Tensor | None:
         """Cached pass: attend to what the cache holds at positions ``<= input_pos`` of each row.
 
         Rows are independent sequences that may sit at different positions (CFG's unconditional rows start
@@ -247,10 +253,14 @@ class LuminaMGPT(nn.Module):
             input_pos: ``[B, T]`` their positions; keys/values are written there.
             cache_rows: ``[B]`` which cache rows these sequences use (default ``0..B-1``).
             logits_index: ``[B]`` return logits only at this index of T (saves the lm_head on prefill).
+            kv_len: ``input_pos.max() + 1`` when the caller knows it (saves a device-to-host sync per step).
+            head: maps the final hidden states ``[B, T, dim]`` to what is returned (default: the full LM head);
+                the sampler passes a head restricted to the image codes inside an image body.
         Returns:
-            fp32 logits ``[B, T, V]``, or ``[B, V]`` with ``logits_index``.
+            fp32 logits ``[B, T, V]``, or ``[B, V]`` with ``logits_index`` (V = the head's columns).
         """
-        kv_len = int(input_pos.max()) + 1
+        if kv_len is None:
+            kv_len = int(input_pos.max()) + 1
         if kv_len > self.cache_len:
             raise RuntimeError(f"position {kv_len - 1} is past the KV cache length {self.cache_len}; "
                                "call setup_caches with a larger max_len")
@@ -262,4 +272,5 @@ class LuminaMGPT(nn.Module):
             h = layer(h, cos, sin, mask, input_pos, cache_rows, kv_len)
         if logits_index is not None:
             h = h[torch.arange(h.shape[0], device=h.device), logits_index]
-        return self.lm_head(self.model.norm(h)).float()
+        h = self.model.norm(h)
+        return self.lm_head(h).float() if head is None else head(h)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
+SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 IGNORED_PREFIXES = ("model.vqmodel.",)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -142,13 +144,16 @@ def load_model(folder: str | Path, *, dtype: str | torch.dtype | None = None,
     return model.eval()
 
 
-def save_model(model: LuminaMGPT, folder: str | Path, *, max_shard_bytes: int = 10 * 1024**3,
-               dtype: torch.dtype | None = None, extra_files: dict[str, str] | None = None) -> Path:
-    """Write ``model`` as a checkpoint folder in the published layout, atomically.
+def is_weights_file(name: str) -> bool:
+    """Whether a file name belongs to the weights layout ``save_model`` writes (config, single file, index,
+    shards): an overwrite replaces all of them, so an earlier sharded save cannot shadow a new single file."""
+    return name in ("config.json", SINGLE_NAME, INDEX_NAME) or SHARD_NAME.fullmatch(name) is not None
 
-    Everything is written to a temporary sibling folder which then replaces ``folder`` (``atomic_folder``), so
-    an interrupted save leaves the previous checkpoint intact.
-    """
+
+def write_model_files(model: LuminaMGPT, folder: str | Path, *, max_shard_bytes: int = 10 * 1024**3,
+                      dtype: torch.dtype | None = None, extra_files: dict[str, str] | None = None) -> None:
+    """Write ``config.json`` and the weights (one file, or shards of at most ``max_shard_bytes`` with an index)
+    into the existing folder ``folder``; ``extra_files`` are more text files by name."""
     folder = Path(folder)
     state = {k: (v.to(dtype) if dtype is not None else v).detach().contiguous().cpu()
              for k, v in model.state_dict().items()}
@@ -162,20 +167,31 @@ def save_model(model: LuminaMGPT, folder: str | Path, *, max_shard_bytes: int = 
         shards[-1][key] = tensor
         size += nbytes
     metadata = {"format": "pt"}
-    with atomic_folder(folder) as tmp:
-        if len(shards) == 1:
-            save_file(shards[0], str(tmp / SINGLE_NAME), metadata=metadata)
-        else:
-            weight_map = {}
-            for i, shard in enumerate(shards, 1):
-                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-                save_file(shard, str(tmp / name), metadata=metadata)
-                weight_map.update(dict.fromkeys(shard, name))
-            total = sum(t.numel() * t.element_size() for t in state.values())
-            (tmp / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total},
-                                                      "weight_map": weight_map}, indent=2))
-        (tmp / "config.json").write_text(json.dumps(model.config.to_hf_dict(), indent=2))
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-    return folder
+    if len(shards) == 1:
+        save_file(shards[0], str(folder / SINGLE_NAME), metadata=metadata)
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards, 1):
+            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(folder / name), metadata=metadata)
+            weight_map.update(dict.fromkeys(shard, name))
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        (folder / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total},
+                                                     "weight_map": weight_map}, indent=2))
+    (folder / "config.json").write_text(json.dumps(model.config.to_hf_dict(), indent=2))
+    for name, text in (extra_files or {}).items():
+        (folder / name).write_text(text)
 
+
+def save_model(model: LuminaMGPT, folder: str | Path, *, max_shard_bytes: int = 10 * 1024**3,
+               dtype: torch.dtype | None = None, extra_files: dict[str, str] | None = None,
+               overwrite: bool = False) -> Path:
+    """Write ``model`` as a checkpoint folder in the published layout, atomically (``atomic.atomic_folder``).
+
+    An existing ``folder`` that holds anything is refused (``ValueError``) unless ``overwrite``; an overwrite
+    replaces the weights layout (``is_weights_file``) and the ``extra_files`` and keeps every other file of the
+    folder (tokenizer, VQGAN, the user's own). An interrupted save leaves the previous folder intact.
+    """
+    with atomic_folder(folder, overwrite=overwrite, replaces=is_weights_file, what="model folder") as tmp:
+        write_model_files(model, tmp, max_shard_bytes=max_shard_bytes, dtype=dtype, extra_files=extra_files)
+    return Path(folder)

@@ -55,7 +55,6 @@ class GridState:
         self.h_lat = self.w_lat = 0
         self.body_done = 0      # body tokens emitted so far (codes and end-of-lines)
         self.uncond_pos = uncond_base  # where the guidance sequence receives the token just fed
-        self.produced = 0
 
     @property
     def body_len(self) -> int:
@@ -89,13 +88,44 @@ class GridState:
             return Constraint(Allowed.IMAGE, v.eol_id, True, True)
         return Constraint(Allowed.IMAGE, None, True, True)
 
-    def advance(self, token: int) -> None:
-        """Move past ``token``; raises RuntimeError if it breaks the layout (a sampler bug, not user error)."""
+    @property
+    def needs_value(self) -> bool:
+        """Whether ``advance`` must see the sampled token's value (text and size steps branch on it; inside
+        an image body every step is an image code or a forced token, so the sampler need not read it back)."""
+        return self.phase in (Phase.TEXT, Phase.HEIGHT, Phase.WIDTH)
+
+    @property
+    def in_body(self) -> bool:
+        """Between the size tokens and ``<eoss>`` of an image (the next token is a code, EOL or EOI)."""
+        return self.phase == Phase.BODY
+
+    @property
+    def body_left(self) -> int:
+        """Body tokens (codes and end-of-lines) still to come before ``<eoss>``; 0 outside a body."""
+        return self.body_len - self.body_done if self.phase == Phase.BODY else 0
+
+    def body_forced(self, offset: int) -> int | None:
+        """The token forced ``offset`` steps ahead inside this body (EOL at a row end, EOI after the last
+        row), or None where an image code is sampled. ``offset`` 0 is the next step."""
+        at = self.body_done + offset
+        if at == self.body_len:
+            return self.vocab.eoi_id
+        if (at + 1) % (self.w_lat + 1) == 0:
+            return self.vocab.eol_id
+        return None
+
+    def advance(self, token: int | None) -> None:
+        """Move past ``token``; raises RuntimeError if it breaks the layout (a sampler bug, not user error).
+
+        ``token`` may be None when ``needs_value`` is False and the step was not forced (an image code whose
+        value the state machine does not need).
+        """
         v = self.vocab
-        self.produced += 1
         phase = self.phase
         if phase == Phase.DONE:
             return
+        if token is None and phase != Phase.BODY:
+            raise RuntimeError(f"the {phase.name} step needs the sampled token's value")
         if phase == Phase.TEXT:
             if token == v.sep_id:
                 self.phase = Phase.DONE
@@ -110,7 +140,7 @@ class GridState:
             self.w_lat = 2 * v.size_of(token)
             self.phase, self.body_done = Phase.BODY, 0
         elif self.body_done == self.body_len:
-            if token != v.eoi_id:
+            if token is not None and token != v.eoi_id:
                 raise RuntimeError(f"image grid broken: expected <eoss>, got token {token}")
             self.phase = Phase.TEXT
             self.images_done += 1

@@ -38,7 +38,24 @@ def top_p_mask(scores: Tensor, p: Tensor) -> Tensor:
     return scores.masked_fill(drop, float("-inf"))
 
 
-def sample(scores: Tensor, temperature: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Draw one token per row from ``softmax(scores / temperature)``; ``[B, V] -> [B]``."""
-    probs = (scores / temperature[:, None]).softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+def probabilities(scores: Tensor, temperature: Tensor | float) -> Tensor:
+    """``softmax(scores / temperature)`` over the last dim; ``temperature`` a float or one per row ``[...]``."""
+    if isinstance(temperature, Tensor):
+        temperature = temperature[..., None]
+    return (scores / temperature).softmax(-1)
+
+
+def draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One index per row from ``probs [..., V]`` -> ``[...]``.
+
+    Drawn as ``argmax(p / E)`` with ``E ~ Exp(1)`` per entry, which is how ``torch.multinomial`` draws one
+    sample (the same random numbers give the same token), minus its device-to-host validity check, so a decode
+    step on a GPU never waits for the host.
+    """
+    noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    return (probs / noise).argmax(-1)
+
+
+def sample(scores: Tensor, temperature: Tensor | float, generator: torch.Generator | None) -> Tensor:
+    """Draw one token per row from ``softmax(scores / temperature)``; ``[..., V] -> [...]``."""
+    return draw(probabilities(scores, temperature), generator)

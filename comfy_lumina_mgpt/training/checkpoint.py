@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -76,12 +77,32 @@ def write_checkpoint(output_dir: str | Path, step: int, writer: Callable[[Path],
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)
-    with atomic_folder(final) as tmp:
+    # a step folder is the trainer's own: one left by an earlier attempt at this step is replaced whole
+    with atomic_folder(final, overwrite=True, replaces=lambda name: True, what="checkpoint") as tmp:
         writer(tmp)
     if keep_last:
-        for stale in list_checkpoints(root)[:-keep_last]:
+        for stale in checkpoints_to_prune(root, keep_last):
             shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def passed_finite_check(folder: Path) -> bool:
+    """Whether the trainer checked this checkpoint's weights for NaN/infinity before writing it."""
+    try:
+        return json.loads((folder / TRAINER_JSON).read_text(encoding="utf-8")).get("finite") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def checkpoints_to_prune(output_dir: str | Path, keep_last: int) -> list[Path]:
+    """All but the ``keep_last`` newest checkpoints, and never the newest one that passed the finiteness
+    check (so checkpoints of unknown health can never push the last known-good one out)."""
+    found = list_checkpoints(output_dir)
+    keep = set(found[-keep_last:])
+    good = [p for p in found if passed_finite_check(p)]
+    if good:
+        keep.add(good[-1])
+    return [p for p in found if p not in keep]
 
 
 # --- RNG --------------------------------------------------------------------------------------------------
@@ -216,12 +237,20 @@ def load_trainer_state(folder: str | Path) -> TrainerState:
     try:
         payload = json.loads((folder / TRAINER_JSON).read_text(encoding="utf-8"))
         tensors = load_file(str(folder / TRAINER_TENSORS))
-    except (OSError, json.JSONDecodeError, RuntimeError, ValueError) as err:
+    except (OSError, json.JSONDecodeError, RuntimeError, ValueError, SafetensorError) as err:
         raise ValueError(f"{folder} is not a complete training checkpoint ({err}); resume from another "
                          f"step-* folder") from err
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{folder} has trainer-state format {payload.get('format_version')}, this version "
-                         f"reads {FORMAT_VERSION}")
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        version = payload.get("format_version") if isinstance(payload, dict) else None
+        raise ValueError(f"{folder} has trainer-state format {version}, this version reads {FORMAT_VERSION}")
+    try:
+        return _trainer_state(payload, tensors)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+        raise ValueError(f"{folder / TRAINER_JSON} is damaged ({type(err).__name__}: {err}); resume from "
+                         "another step-* folder") from err
+
+
+def _trainer_state(payload: dict[str, Any], tensors: dict[str, Tensor]) -> TrainerState:
     optimizer = None
     if payload["optimizer"] is not None:
         optimizer = unflatten_optimizer_state(tensors, payload["optimizer"])

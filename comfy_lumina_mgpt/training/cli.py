@@ -6,7 +6,8 @@ comfy_lumina_mgpt train --config train.yaml`` (see ``distributed.py``).
 
 What it writes under ``output_dir``: ``token_cache/`` (unless ``cache_dir`` is set), ``step-*/`` checkpoints,
 ``lora/`` (the adapter, LoRA runs), ``model/`` (a complete model folder with tokenizer and VQGAN files: full
-finetunes, or LoRA runs with ``save_merged: true``), ``history.json`` and ``loss.png``.
+finetunes, or LoRA runs with ``save_merged: true``), ``history.json`` and ``loss.png``. An ``output_dir`` that
+already holds a run is refused unless ``--resume`` continues it or ``--overwrite`` moves its results aside.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from ..atomic import atomic_folder, claim_new_folder
+from .checkpoint import STEP_DIR
 from .config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -56,6 +61,33 @@ def _device(cfg: TrainConfig) -> torch.device:
     return torch.device(cfg.device)
 
 
+RUN_RESULTS = ("lora", "model", "history.json", "loss.png")  # besides step-* folders
+
+
+def run_results(out: Path) -> list[Path]:
+    """What an earlier run left in ``out``: checkpoints and exports (a token cache alone is no run)."""
+    if not out.is_dir():
+        return []
+    return [p for p in sorted(out.iterdir()) if p.name in RUN_RESULTS or STEP_DIR.fullmatch(p.name)]
+
+
+def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Refuse to start a fresh run over an earlier one unless ``overwrite``; then its results are moved into
+    ``out/replaced-<time>/`` (kept, not deleted). Returns that folder, or None when nothing was moved."""
+    earlier = run_results(out)
+    if resume or not earlier:
+        return None
+    if not overwrite:
+        names = ", ".join(p.name for p in earlier[:4]) + (" ..." if len(earlier) > 4 else "")
+        raise ValueError(f"output_dir {out} already holds a run ({names}); pass --resume to continue it, "
+                         "--overwrite to start afresh (its results are moved to a replaced-* folder), or set "
+                         "another output_dir")
+    aside = claim_new_folder(out, "replaced-" + time.strftime("%Y%m%d-%H%M%S"))
+    for p in earlier:
+        os.replace(p, aside / p.name)
+    return aside
+
+
 def _copy_tokenizer_files(src: Path, dst: Path) -> None:
     """Tokenizer and VQGAN files next to the weights, so ``dst`` is a complete model folder."""
     from ..pipeline import TOKENIZER_FILES
@@ -72,7 +104,7 @@ def _copy_tokenizer_files(src: Path, dst: Path) -> None:
 def _export(cfg: TrainConfig, result: Any, fsdp: bool, dtype: torch.dtype) -> list[Path]:
     """Write ``lora/`` and/or ``model/`` from the trained model (or, under FSDP, from the last checkpoint);
     full weights in ``dtype`` (the dtype the model was loaded in)."""
-    from ..model.loading import load_model, save_model
+    from ..model.loading import is_weights_file, load_model, write_model_files
     from .lora import load_lora, merge_lora, save_lora
 
     out = Path(cfg.output_dir)
@@ -82,14 +114,16 @@ def _export(cfg: TrainConfig, result: Any, fsdp: bool, dtype: torch.dtype) -> li
     if cfg.lora is not None:
         if fsdp:
             model = load_lora(load_model(cfg.model_dir, dtype=dtype), result.last_checkpoint)
-        written.append(save_lora(model, cfg.lora, out / "lora"))
+        # overwrite: prepare_output_dir let this run in (fresh, resumed or --overwrite) before training
+        written.append(save_lora(model, cfg.lora, out / "lora", overwrite=True))
         if not cfg.save_merged:
             return written
         model = merge_lora(model)
     elif fsdp:
         model = load_model(result.last_checkpoint, dtype=dtype)
-    save_model(model, out / "model", dtype=dtype)
-    _copy_tokenizer_files(src, out / "model")
+    with atomic_folder(out / "model", overwrite=True, replaces=is_weights_file, what="model folder") as tmp:
+        write_model_files(model, tmp, dtype=dtype)
+        _copy_tokenizer_files(src, tmp)
     written.append(out / "model")
     return written
 
@@ -103,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
                         help="continue from a step-* folder, or from the newest one in output_dir")
     parser.add_argument("--pretokenize-only", action="store_true", help="fill the token cache and stop")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an output_dir that holds an earlier run (its checkpoints and "
+                             "exports are moved to output_dir/replaced-*/, nothing is deleted)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -116,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
+        # one process decides (before the accelerator exists); if it refuses, the launcher stops the others
+        if not args.pretokenize_only and int(os.environ.get("RANK", "0")) == 0:
+            aside = prepare_output_dir(Path(cfg.output_dir), args.resume is not None, args.overwrite)
+            if aside is not None:
+                print(f"--overwrite: the earlier run's results were moved to {aside}")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -140,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(cfg.model_dir, dtype=cfg.model_dtype, device="cpu" if accelerator else device)
     bundle.check_model_vocab(model.config.vocab_size)
     dtype = next(model.parameters()).dtype
-    result = train(model, dataset, cfg, accelerator=accelerator, resume_from=args.resume)
+    try:
+        result = train(model, dataset, cfg, accelerator=accelerator, resume_from=args.resume)
+    except ValueError as err:  # a run that went non-finite, or no usable checkpoint to resume from
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if main_process:
         out = Path(cfg.output_dir)
         written = _export(cfg, result, dist.is_fsdp(accelerator), dtype)

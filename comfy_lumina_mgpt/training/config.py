@@ -15,6 +15,11 @@ from typing import Any
 
 import yaml
 
+from ..checks import number_problem, require
+
+FLOAT_FIELDS = ("lr", "weight_decay", "min_lr_ratio", "grad_clip", "z_loss_weight", "dropout", "cfg_drop_prob")
+INT_FIELDS = ("warmup_steps", "max_steps", "grad_accum", "batch_size", "seed", "save_every", "keep_last",
+              "log_every", "eval_every", "max_seq_len", "target_size", "bucket_window")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -35,8 +40,11 @@ class LoraSettings:
     target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS
 
     def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"lora.rank must be >= 1, got {self.rank}")
+        require(number_problem(self.rank, "lora.rank", integer=True, minimum=1))
+        require(number_problem(self.alpha, "lora.alpha", minimum=0.0))
+        require(number_problem(self.dropout, "lora.dropout", minimum=0.0, maximum=1.0))
+        if self.alpha == 0:
+            raise ValueError("lora.alpha must be > 0 (the update is scaled by alpha / rank; 0 trains nothing)")
         if not self.target_modules:
             raise ValueError("lora.target_modules is empty; name at least one module, e.g. q_proj")
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
@@ -104,6 +112,11 @@ class TrainConfig:
     save_merged: bool = False
 
     def __post_init__(self) -> None:
+        # NaN passes every comparison below (they are all false), so finiteness is checked first
+        for name in FLOAT_FIELDS:
+            require(number_problem(getattr(self, name), name))
+        for name in INT_FIELDS:
+            require(number_problem(getattr(self, name), name, integer=True))
         positive = ("max_steps", "grad_accum", "batch_size", "max_seq_len", "target_size", "bucket_window",
                     "log_every")
         for name in positive:
@@ -120,6 +133,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers, got {self.betas!r}")
+        for i, beta in enumerate(self.betas):
+            require(number_problem(beta, f"betas[{i}]", minimum=0.0, maximum=1.0))
         object.__setattr__(self, "betas", (float(self.betas[0]), float(self.betas[1])))
         if isinstance(self.lora, dict):
             object.__setattr__(self, "lora", LoraSettings.from_dict(self.lora))

@@ -31,13 +31,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..model.loading import checkpoint_files, save_model
+from ..model.loading import checkpoint_files, write_model_files
 from . import checkpoint as ckpt
 from . import distributed as dist
 from .config import TrainConfig
 from .data import BatchStream, TokenDataset, TokenExample, collate
 from .lora import apply_lora, has_lora, load_lora_state, lora_state_dict, write_lora_files
 from .objective import drop_condition, lm_loss
+from .resume import checked_resume_point
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -48,6 +49,11 @@ logger = logging.getLogger(__name__)
 
 # on_step(step, total_steps, metrics) after every optimizer step; raising aborts training (nothing saved).
 OnStep = Callable[[int, int, dict[str, float]], None]
+
+
+class NonFiniteError(ValueError):
+    """The loss, a gradient or a weight became NaN or infinite: the run stopped before that reached the
+    weights (loss, gradients) or any checkpoint (weights)."""
 
 
 def _adamw(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -236,7 +242,7 @@ def evaluate(model: nn.Module, dataset: TokenDataset, cfg: TrainConfig, device: 
 
 # --- checkpoints ------------------------------------------------------------------------------------------
 class _StateView:
-    """Looks enough like a ``LuminaMGPT`` for ``save_model``: a config and a (gathered) state dict."""
+    """Looks enough like a ``LuminaMGPT`` for ``write_model_files``: a config and a (gathered) state dict."""
 
     def __init__(self, config: Any, state: dict[str, Tensor]) -> None:
         self.config, self._state = config, state
@@ -249,11 +255,33 @@ def _trainable_names(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
+def _all_finite(tensors: list[Tensor], accelerator: Accelerator | None) -> bool:
+    """Whether every tensor is free of NaN/infinity on every process (one device sync per call)."""
+    local = True
+    if tensors:
+        local = bool(torch.stack([torch.isfinite(t.detach()).all() for t in tensors]).all())
+    return not dist.any_across(not local, accelerator)
+
+
+def _stop_message(what: str, step: int, cfg: TrainConfig) -> str:
+    lora = f", lora alpha {cfg.lora.alpha} / rank {cfg.lora.rank}" if cfg.lora is not None else ""
+    return (f"training stopped at step {step}: {what} is NaN or infinite, so no checkpoint was written from it "
+            f"(earlier checkpoints in {cfg.output_dir or 'no output_dir'} are untouched). Lower the learning "
+            f"rate (now {cfg.lr:g}{lora}), check the data, or resume from the last checkpoint")
+
+
+def _check_weights(model: nn.Module, cfg: TrainConfig, step: int, accelerator: Accelerator | None) -> None:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not _all_finite(trainable, accelerator):
+        raise NonFiniteError(_stop_message("a trained weight", step, cfg))
+
+
 def _save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int,
                      stream: BatchStream, accelerator: Accelerator | None) -> Path:
     """Write ``step-{step}`` (main process), with every process contributing its RNG state."""
     inner = dist.unwrap(model, accelerator)
     lora = has_lora(inner)
+    _check_weights(model, cfg, step, accelerator)  # a poisoned state never becomes a checkpoint
     if dist.is_fsdp(accelerator):
         weights: Any = dist.full_state_dict(model, accelerator)
     else:
@@ -265,7 +293,7 @@ def _save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Tr
         _, world = dist.rank_and_world(accelerator)
         epoch, index = stream.position
         state = ckpt.TrainerState(step=step, epoch=epoch, batch_index=index, optimizer=opt_state, rng=rngs,
-                                  extra={"lora": lora, "world_size": world,
+                                  extra={"lora": lora, "world_size": world, "finite": True,
                                          "scheduler": {"lr_next": lr_at(step, cfg), "warmup_steps":
                                                        cfg.warmup_steps, "max_steps": cfg.max_steps,
                                                        "min_lr": cfg.min_lr},
@@ -276,7 +304,7 @@ def _save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Tr
                 assert cfg.lora is not None
                 write_lora_files(folder, lora_state_dict(weights if weights is not None else inner), cfg.lora)
             else:
-                save_model(inner if weights is None else _StateView(inner.config, weights), folder)
+                write_model_files(inner if weights is None else _StateView(inner.config, weights), folder)
             ckpt.save_trainer_state(folder, state)
 
         path = ckpt.write_checkpoint(cfg.output_dir, step, writer, cfg.keep_last)
@@ -301,15 +329,6 @@ def _load_weights(model: nn.Module, folder: Path, lora: bool) -> None:
     if expected - seen or seen - expected:
         raise ValueError(f"checkpoint {folder} does not match the model: missing "
                          f"{sorted(expected - seen)[:3]}, unexpected {sorted(seen - expected)[:3]}")
-
-
-def _check_resume(state: ckpt.TrainerState, model: nn.Module, folder: Path, lora: bool) -> None:
-    if bool(state.extra.get("lora")) != lora:
-        kind = "a LoRA" if state.extra.get("lora") else "a full-finetune"
-        raise ValueError(f"{folder} is {kind} checkpoint; set lora in the config to match it")
-    if state.extra.get("trainable") != _trainable_names(model):
-        raise ValueError(f"{folder} was trained with other trainable parameters (different LoRA targets or "
-                         f"model); resume with the config it was written with")
 
 
 # --- the loop ---------------------------------------------------------------------------------------------
@@ -356,8 +375,9 @@ def _run(model: nn.Module, dataset: TokenDataset, cfg: TrainConfig, on_step: OnS
     folder = ckpt.resolve_resume(resume_from, cfg.output_dir)
     state = None
     if folder is not None:
-        state = ckpt.load_trainer_state(folder)
-        _check_resume(state, model, folder, lora)
+        point = checked_resume_point(folder, model, optimizer, lora, _trainable_names(model),
+                                     check_optimizer_shapes=not dist.is_fsdp(accelerator))
+        folder, state = point.folder, point.state
         _load_weights(model, folder, lora)
     inner = model
     if accelerator is not None:
@@ -398,6 +418,8 @@ def _run(model: nn.Module, dataset: TokenDataset, cfg: TrainConfig, on_step: OnS
         if stop:
             result.stopped_early = step < cfg.max_steps
             break
+    if result.last_checkpoint is None or result.last_checkpoint.name != ckpt.step_dir_name(step):
+        _check_weights(model, cfg, step, accelerator)  # the caller saves the returned model
     return result
 
 
@@ -422,6 +444,13 @@ def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, stream: Batc
             dist.backward(loss / cfg.grad_accum, accelerator)
         totals += torch.tensor([loss.item(), ce.item(), z.item()], dtype=torch.float64)
         del logits, loss
+    # checked before the optimizer step, so a NaN never reaches the weights
+    if dist.any_across(not bool(torch.isfinite(totals).all()), accelerator):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteError(_stop_message(f"the loss ({(totals / cfg.grad_accum)[0].item()})", step + 1, cfg))
+    if not _all_finite([p.grad for p in trainable if p.grad is not None], accelerator):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteError(_stop_message("a gradient", step + 1, cfg))
     grad_norm = float("nan")
     if cfg.grad_clip > 0:
         grad_norm = dist.clip_grad_norm(model, trainable, cfg.grad_clip, accelerator)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -108,14 +109,17 @@ def write_lora_files(folder: str | Path, state: dict[str, Tensor], settings: Lor
 
 
 def save_lora(model: nn.Module, settings: LoraSettings, folder: str | Path,
-              state: dict[str, Tensor] | None = None) -> Path:
-    """Write the adapter of ``model`` as a peft adapter folder (``folder`` is replaced atomically).
+              state: dict[str, Tensor] | None = None, *, overwrite: bool = False) -> Path:
+    """Write the adapter of ``model`` as a peft adapter folder, atomically.
 
-    ``state`` overrides the weights read from ``model`` (used when they were gathered from several processes).
+    An existing ``folder`` that holds anything is refused (``ValueError``) unless ``overwrite``; an overwrite
+    replaces the two adapter files and keeps any other file there. ``state`` overrides the weights read from
+    ``model`` (used when they were gathered from several processes).
     """
     folder = Path(folder)
     state = lora_state_dict(model) if state is None else state
-    with atomic_folder(folder) as tmp:
+    with atomic_folder(folder, overwrite=overwrite, replaces={ADAPTER_WEIGHTS, ADAPTER_CONFIG}.__contains__,
+                       what="LoRA folder") as tmp:
         write_lora_files(tmp, state, settings)
     return folder
 
@@ -150,7 +154,7 @@ def read_lora_weights(folder: str | Path) -> dict[str, Tensor]:
     safetensors_header(path)  # header length and tensor ranges against the file size
     try:
         raw = load_file(str(path))
-    except (OSError, RuntimeError, ValueError) as err:
+    except (OSError, RuntimeError, ValueError, SafetensorError) as err:
         raise ValueError(f"cannot read LoRA weights {path}: {err}") from err
     out = {}
     for key, tensor in raw.items():

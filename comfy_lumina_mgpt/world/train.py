@@ -43,9 +43,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..atomic import atomic_folder
 from ..config import ModelConfig
 from ..model.chameleon import LuminaMGPT
-from ..model.loading import load_model, save_model
+from ..model.loading import is_weights_file, load_model, write_model_files
 from ..pipeline import TokenizerBundle
 from ..tasks import TASKS
 from ..training.loop import is_weight_matrix
@@ -202,9 +203,13 @@ def assemble_folder(model: LuminaMGPT, vq: VQGAN, tokenizer_path: str | Path, ou
     """Write the model folder: config.json, model.safetensors, tokenizer.json, vqgan.yaml/.safetensors, and
     the VQGAN's patch alphabet (``eval`` measures the decoder's ceilings with it; the loaders ignore it)."""
     out = Path(out)
-    save_model(model, out, extra_files={"tokenizer.json": Path(tokenizer_path).read_text(encoding="utf-8")})
-    save_vqgan(vq, out)
-    save_alphabet(alphabet, out / ALPHABET_FILE)
+    # one atomic folder: a retrain replaces these files together and keeps any other file in ``out``
+    # (``world train`` exists to remake the bundled folder, so replacing it is what the command asks for)
+    with atomic_folder(out, overwrite=True, replaces=is_weights_file, what="model folder") as tmp:
+        tokenizer_json = Path(tokenizer_path).read_text(encoding="utf-8")
+        write_model_files(model, tmp, extra_files={"tokenizer.json": tokenizer_json})
+        save_vqgan(vq, tmp)
+        save_alphabet(alphabet, tmp / ALPHABET_FILE)
     return out
 
 

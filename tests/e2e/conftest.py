@@ -109,3 +109,37 @@ def demo_model(comfy_server):
 
         write_demo_model(folder)
     return folder
+
+
+class SafeCases:
+    """Counts the hostile cases of the safe-writes and widget-check tests: ``with safe_cases.case(name):``
+    around one attempt and its assertions; a case holds when its block ends without an exception."""
+
+    def __init__(self) -> None:
+        self.tried: list[str] = []
+        self.held: list[str] = []
+
+    def case(self, name: str):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def counted():
+            self.tried.append(name)
+            yield
+            self.held.append(name)
+
+        return counted()
+
+
+SAFE_CASES = SafeCases()
+
+
+@pytest.fixture(scope="session")
+def safe_cases() -> SafeCases:
+    return SAFE_CASES
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SAFE_CASES.tried:
+        terminalreporter.write_line(f"safe-writes: {len(SAFE_CASES.tried)} cases tried, "
+                                    f"{len(SAFE_CASES.held)} held")

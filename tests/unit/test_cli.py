@@ -35,3 +35,19 @@ def test_dispatch(capsys):
     assert main(["--help"]) == 0
     assert "run-workflow" in capsys.readouterr().out
     assert main(["no-such-command"]) == 2
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--prompt", "a red \udcff circle", "lone surrogate"),
+    ("--prompt", "a red \x00 circle", "control character"),
+    ("--cfg", "nan", "--cfg must be a finite number"),
+    ("--temperature", "inf", "--temperature must be a finite number"),
+])
+def test_generate_refuses_what_the_nodes_refuse(model, tmp_path, capsys, flag, value, words):
+    args = {"--prompt": "a red circle", "--cfg": "3.0", "--temperature": "1.0", flag: value}
+    argv = ["generate", "--model", str(model), "--size", "32x32", "--out", str(tmp_path / "o.png")]
+    for key, val in args.items():
+        argv += [key, val]
+    assert main(argv) == 1
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()

@@ -209,3 +209,31 @@ def test_bad_checkpoints_give_clear_errors(tmp_path, damage, message):
 def test_missing_folder_message(tmp_path):
     with pytest.raises(ValueError, match="models/lumina_mgpt"):
         load_model(tmp_path / "nope")
+
+
+def test_stacked_projections_keep_names_values_and_saving(tmp_path):
+    """Inference stacks q/k/v and gate/up into one matmul each; the checkpoint's parameters keep their names
+    and values, logits equal the unstacked pass, and the model still saves and loads."""
+    from comfy_lumina_mgpt.model.fusion import stacked_weight
+
+    torch.manual_seed(5)
+    model = LuminaMGPT(tiny_config()).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tokens = torch.randint(0, 96, (2, 7))
+    with torch.enable_grad():
+        expected = model(tokens)  # grad mode: every projection on its own
+    with torch.no_grad():
+        got = model(tokens)
+    attn = model.model.layers[0].self_attn
+    assert stacked_weight((attn.q_proj, attn.k_proj, attn.v_proj)) is not None
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert all(torch.equal(loaded.state_dict()[k], before[k]) for k in before)
+    model.to(torch.float64)  # a move gives each parameter its own storage again; the next pass re-stacks
+    assert stacked_weight((attn.q_proj, attn.k_proj, attn.v_proj)) is None
+    with torch.no_grad():
+        model(tokens)
+    assert stacked_weight((attn.q_proj, attn.k_proj, attn.v_proj)).dtype == torch.float64
