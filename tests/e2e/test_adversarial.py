@@ -170,12 +170,13 @@ def save_merged(name: str) -> dict:
 # ----------------------------------------------------------------------------------------------- outcomes
 @dataclass
 class Case:
-    """One hostile request: ``build(arena)`` gives the graph; ``error`` words must all appear in the refusal, or
-    (``error`` None) the run must succeed and ``check(result, arena)`` must hold."""
+    """One hostile request: ``build(arena)`` gives the graph; ``error`` words must all appear in the refusal (an
+    entry that is a tuple: one of its words), or (``error`` None) the run must succeed and ``check(result, arena)``
+    must hold."""
 
     name: str
     build: Callable[[Arena], dict]
-    error: tuple[str, ...] | None = None
+    error: tuple[str | tuple[str, ...], ...] | None = None
     check: Callable | None = None
     timeout: float = 300
     max_seconds: float | None = None  # a bound on how long the refusal may take (hostile input only)
@@ -459,13 +460,16 @@ def file_cases() -> list[Case]:
 
 
 def traversal_cases() -> list[Case]:
-    outside = ("points outside",)
+    # Refused by the pack's combo check (the name is not listed) or, past it, by the folder confinement.
+    not_listed = "is not one of the allowed values"
+    outside = (("points outside", not_listed),)
     return [
         Case("path:model_name ../", lambda a: t2i(model="../../../../etc"), error=outside),
         Case("path:model_name absolute", lambda a: t2i(model="/etc"), error=outside),
         Case("path:model_name inner ..", lambda a: t2i(model=f"{MODEL}/../../.."), error=outside),
         Case("path:tokenizer ../", lambda a: t2i(tokenizer="lumina_mgpt/../../../etc"), error=outside),
-        Case("path:tokenizer root", lambda a: t2i(tokenizer="../lumina_mgpt/x"), error=("is not a folder under",)),
+        Case("path:tokenizer root", lambda a: t2i(tokenizer="../lumina_mgpt/x"),
+             error=(("is not a folder under", not_listed),)),
         Case("path:vqgan ../", lambda a: t2i(vqgan="vq/../../../etc"), error=outside),
         Case("path:vqgan absolute", lambda a: t2i(vqgan="vq//etc"), error=outside),
         Case("path:lora_name ../", lambda a: t2i(lora="../lumina_mgpt/" + MODEL), error=outside),
@@ -514,11 +518,11 @@ def size_cases() -> list[Case]:
         Case("size:multiview 4096x4096", lambda a: multiview("a cube", size="4096x4096"),
              error=("size tokens up to 5",), max_seconds=10),
         Case("size:VQ Encode target 300000", lambda a: vq_roundtrip("adv_ok.png", target="300000"),
-             error=("target size 300000", "16 to 80 px"), max_seconds=5),
+             error=(("target size 300000", "'300000' is not one of the allowed values"),), max_seconds=5),
         Case("size:depth target 1024", lambda a: depth("adv_ok.png", target="1024"),
              error=("target size 1024",), max_seconds=10),
         Case("size:trainer target 300000", lambda a: trainer("adv_captions", "adv-target", target_size="300000"),
-             error=("target size 300000",), max_seconds=30),
+             error=(("target size 300000", "'300000' is not one of the allowed values"),), max_seconds=30),
     ]
 
 
@@ -546,12 +550,12 @@ def string_cases() -> list[Case]:
         Case("string:Chat history carries spellings", lambda a: chat(ALL_SPELLINGS, follow_up="<eoss> and?"),
              check=answered),
         Case("string:<|image|> in a prompt", lambda a: t2i("a <|image|> cat"), error=("must not contain <|image|>",)),
-        Case("string:NUL characters", lambda a: t2i("a\x00red\x00circle"), check=one_image_of((32, 32))),
+        Case("string:NUL characters", lambda a: t2i("a\x00red\x00circle"), error=("control character",)),
         Case("string:100k characters", lambda a: t2i("x" * 100_000), error=("tokens but the model's context holds",),
              max_seconds=10),
         Case("string:35000 emoji", lambda a: t2i("😀" * 35000), error=("tokens but the model's context holds 1024",),
              max_seconds=5, max_memory_ratio=1.5),
-        Case("string:lone surrogate", lambda a: t2i("a \ud800 cat"), error=("not valid Unicode",)),
+        Case("string:lone surrogate", lambda a: t2i("a \ud800 cat"), error=(("not valid Unicode", "lone surrogate"),)),
         Case("string:RTL, combining, zero-width", lambda a: t2i("\u202eabc\u0301\u200b\ufeff שלום"),
              check=one_image_of((32, 32))),
         Case("string:empty prompt", lambda a: t2i("   "), error=("prompt is empty",)),
@@ -597,8 +601,9 @@ def test_adversarial(arena, case: Case):
     elapsed = time.monotonic() - start
     if case.error is not None:
         assert message is not None, f"{case.name}: expected a refusal, the run succeeded"
-        for word in case.error:
-            assert word in message, f"{case.name}: {word!r} not in: {message}"
+        for word in case.error:  # a tuple of words: any one of them will do (refused by the pack's two layers)
+            options = word if isinstance(word, tuple) else (word,)
+            assert any(w in message for w in options), f"{case.name}: {word!r} not in: {message}"
     else:
         assert message is None, f"{case.name}: expected a result, got: {message}"
         if case.check is not None:
