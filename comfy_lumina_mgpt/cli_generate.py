@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import conversation, pipeline
+from . import conversation, limits, pipeline
 from .checks import number_problem, require, text_problem
 from .model.loading import load_model
 from .model.quant import QUANT_MODES
@@ -73,12 +73,13 @@ def main(argv: list[str]) -> int:
                                  jacobi_window=args.jacobi_window, compiled=args.compile,
                                  max_new_tokens=pipeline.unirep.block_length(height // bundle.patch * 2,
                                                                              width // bundle.patch * 2) + 8)
+        negatives = [list(prompt.negative_ids)] * args.batch if prompt.negative_ids else None
+        limits.check_generation(model, [list(prompt.ids)] * args.batch, bundle.vocab, settings, negatives)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     generator = torch.Generator(device=device).manual_seed(args.seed)
     start = time.perf_counter()
-    negatives = [list(prompt.negative_ids)] * args.batch if prompt.negative_ids else None
     result = generate(model, [list(prompt.ids)] * args.batch, bundle.vocab, settings, generator=generator,
                       negative_prompts=negatives)
     elapsed = time.perf_counter() - start

@@ -7,10 +7,51 @@ checkpoint we re-save keeps them.
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from .file_checks import read_json_file
+
+# Inclusive bounds of the integer fields: far above any released model, low enough that a forged config cannot
+# make the engine build a model (even on the meta device) or a cache of absurd size.
+_INT_RANGES = {
+    "vocab_size": (1, 1 << 20),
+    "dim": (1, 1 << 16),
+    "intermediate_size": (1, 1 << 18),
+    "n_layers": (1, 1024),
+    "n_heads": (1, 1024),
+    "n_kv_heads": (1, 1024),
+    "max_seq_len": (1, 1 << 20),
+    "model_parallel_size": (1, 1024),
+    "qk_norm_rows": (1, 1024),
+}
+_FIELD_TO_HF: dict[str, str] = {}  # filled below from _HF_KEYS: the name a user sees in config.json
+
+
+def _check_fields(cfg: ModelConfig) -> list[str]:
+    """Type and range problems of a config, each naming the config.json key."""
+    problems = []
+    for name, (lo, hi) in _INT_RANGES.items():
+        value = getattr(cfg, name)
+        key = _FIELD_TO_HF.get(name, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            problems.append(f"{key} must be an integer, got {value!r}")
+        elif not lo <= value <= hi:
+            problems.append(f"{key} must be in {lo}..{hi}, got {value}")
+    for name, lo, hi, lo_open in (("norm_eps", 0.0, 1.0, True), ("rope_theta", 0.0, 1e12, True),
+                                  ("dropout", 0.0, 1.0, False), ("z_loss_weight", 0.0, 1e6, False)):
+        value = getattr(cfg, name)
+        key = _FIELD_TO_HF.get(name, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            problems.append(f"{key} must be a finite number, got {value!r}")
+        elif value > hi or value < lo or (lo_open and value == lo):
+            problems.append(f"{key} must be in {'(' if lo_open else '['}{lo}, {hi}], got {value}")
+    if not isinstance(cfg.swin_norm, bool):
+        problems.append(f"swin_norm must be true or false, got {cfg.swin_norm!r}")
+    return problems
+
 
 # config.json key -> ModelConfig field (the Chameleon names as transformers writes them).
 _HF_KEYS = {
@@ -28,6 +69,7 @@ _HF_KEYS = {
     "z_loss_weight": "z_loss_weight",
     "model_parallel_size": "model_parallel_size",
 }
+_FIELD_TO_HF.update({v: k for k, v in _HF_KEYS.items()})
 
 
 @dataclass(frozen=True)
@@ -56,6 +98,9 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        problems = _check_fields(self)
+        if problems:
+            raise ValueError("invalid model config: " + "; ".join(problems))
         if self.dim % self.n_heads:
             raise ValueError(f"hidden_size {self.dim} is not divisible by num_attention_heads {self.n_heads}")
         if self.n_heads % self.n_kv_heads:
@@ -111,11 +156,11 @@ class ModelConfig:
     @classmethod
     def from_json(cls, path: str | Path, qk_norm_rows: int | None = None) -> ModelConfig:
         path = Path(path)
+        cfg = read_json_file(path, dict, "model config")
         try:
-            cfg = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"cannot read model config {path}: {err}") from err
-        return cls.from_hf_dict(cfg, qk_norm_rows=qk_norm_rows)
+            return cls.from_hf_dict(cfg, qk_norm_rows=qk_norm_rows)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def with_(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed (validated again)."""

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import conversation
+from . import conversation, limits
 from .conversation import Conversation
 from .pipeline import TokenizerBundle
 from .sampling.generate import StepCallback, generate
 from .sampling.settings import SamplerConfig
-from .tasks import IMAGE_PLACEHOLDER, get_task
+from .tasks import get_task, refuse_placeholder
 from .unirep import parse_image_block
 
 # Omni defaults of the official demos (LUMINA_SPEC §4.4): no guidance, image top-k 200, text top-k 5.
@@ -38,8 +38,7 @@ def user_message(task: str, prompt: str = "", **fields: object) -> str:
     """The exact user message of a task (official wording where one exists)."""
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"the prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS}")
-    if IMAGE_PLACEHOLDER in prompt:
-        raise ValueError(f"the prompt must not contain {IMAGE_PLACEHOLDER}; connect images to the image input")
+    refuse_placeholder(prompt)
     spec = get_task(task)
     if "{prompt}" in spec.template and not prompt.strip():
         raise ValueError(f"the {task} task needs a text prompt (the instruction, object or caption)")
@@ -52,6 +51,7 @@ def ask(model, bundle: TokenizerBundle, history: Conversation, message: str, ima
     """Add a user turn (``message`` with its images' codes) and sample the assistant's answer."""
     conv = history.add_user(message, tuple(images))
     ids = conversation.build_prompt_ids(bundle.text, list(conv.turns), list(conv.images))
+    limits.check_generation(model, [ids], bundle.vocab, settings)  # before any cache is allocated
     result = generate(model, [ids], bundle.vocab, settings, generator=generator, on_step=on_step)
     text, blocks = conversation.split_response(result.tokens[0], bundle.text)
     codes = tuple(parse_image_block(b, bundle.vocab) for b in blocks)

@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from . import conversation, preprocess, unirep
-from .tasks import TEXT_TO_IMAGE
+from . import conversation, limits, preprocess, unirep
+from .limits import CheckCancel
+from .tasks import TEXT_TO_IMAGE, refuse_placeholder
 from .tokenizer import TextTokenizer
 from .vocab import LuminaVocab
 from .vqgan import VQGAN, find_vqgan_files, load_vqgan
@@ -104,6 +105,8 @@ def text_to_image_prompt(bundle: TokenizerBundle, prompt: str, width: int, heigh
     """
     if not prompt.strip():
         raise ValueError("the prompt is empty; describe the image to generate")
+    refuse_placeholder(prompt)
+    refuse_placeholder(negative, "the negative prompt")
     unirep.check_size(width, height, bundle.patch)
     text = TEXT_TO_IMAGE.message(prompt, width=width, height=height)
     ids = conversation.build_prompt_ids(bundle.text, [text])
@@ -141,9 +144,17 @@ def decode_codes(bundle: TokenizerBundle, codes: Tensor) -> Tensor:
     return bundle.vqgan.decode_codes(codes[None].to(device)).clamp(-1, 1)
 
 
-def decode_batch(bundle: TokenizerBundle, batch: TokenBatch) -> list[Tensor]:
-    """Every image of every sequence, in order, each ``[1, 3, H, W]`` in [-1, 1]."""
-    return [decode_codes(bundle, c) for seq in batch.sequences for c in image_codes(bundle, seq)]
+def decode_batch(bundle: TokenizerBundle, batch: TokenBatch, check_cancel: CheckCancel | None = None
+                 ) -> list[Tensor]:
+    """Every image of every sequence, in order, each ``[1, 3, H, W]`` in [-1, 1]; ``check_cancel`` runs before
+    each image (raise from it to stop)."""
+    out = []
+    for seq in batch.sequences:
+        for codes in image_codes(bundle, seq):
+            if check_cancel is not None:
+                check_cancel()
+            out.append(decode_codes(bundle, codes))
+    return out
 
 
 def native_size(width: int, height: int, patch: int) -> tuple[int, int]:
@@ -154,25 +165,32 @@ def native_size(width: int, height: int, patch: int) -> tuple[int, int]:
 
 @torch.no_grad()
 def encode_images(bundle: TokenizerBundle, images: Sequence[Image.Image], target: int | None, seed: int = 0,
-                  candidates: Sequence[tuple[int, int]] | None = None) -> list[Tensor]:
+                  candidates: Sequence[tuple[int, int]] | None = None,
+                  check_cancel: CheckCancel | None = None) -> list[Tensor]:
     """Fit PIL images to the best candidate size of ``target`` and VQ-encode them -> codes ``[h, w]`` each.
 
     ``candidates`` (sizes ``(W, H)``, e.g. a model's ``ModelSizes.fit_candidates()``) replaces ``target``'s
     crop list. ``target`` None without candidates keeps each image's own size (``native_size``: resized by at
-    most half a patch per side). The crop offsets come from ``random.Random(seed)``, drawn in image order as the
-    official code does.
+    most half a patch per side), scaled down first where a side passes the model's largest grid
+    (``limits.capped_native_size``). A ``target`` whose side has no size token is refused before any work. The
+    crop offsets come from ``random.Random(seed)``, drawn in image order as the official code does.
+    ``check_cancel`` runs before each image (raise from it to stop).
     """
+    if target is not None and not candidates:
+        limits.check_target_size(target, bundle.patch, bundle.vocab)
     crops = list(candidates) if candidates else (
         unirep.crop_size_list(target, bundle.patch) if target is not None else None)
     rng = random.Random(seed)
     device = next(bundle.vqgan.parameters()).device
     out = []
     for img in images:
+        if check_cancel is not None:
+            check_cancel()
         if min(img.size) < bundle.patch:
             raise ValueError(f"input image is {img.size[0]}x{img.size[1]}; it must be at least "
                              f"{bundle.patch} px on each side")
-        candidates = crops if crops is not None else [native_size(*img.size, bundle.patch)]
-        fitted = preprocess.fit_image(img, candidates, rng)
+        fits = crops if crops is not None else [limits.capped_native_size(*img.size, bundle.patch, bundle.vocab)]
+        fitted = preprocess.fit_image(img, fits, rng)
         pixels = preprocess.pil_to_tensor(fitted).to(device)
         out.append(bundle.vqgan.encode(pixels)[0].cpu())
     return out

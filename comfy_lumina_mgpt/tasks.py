@@ -13,6 +13,13 @@ from dataclasses import dataclass
 IMAGE_PLACEHOLDER = "<|image|>"
 
 
+def refuse_placeholder(text: str, what: str = "the prompt") -> None:
+    """ValueError if user text holds ``<|image|>``: images come only from image inputs. (Every other control
+    spelling is allowed and stays literal text: see ``TextTokenizer.encode``.)"""
+    if IMAGE_PLACEHOLDER in text:
+        raise ValueError(f"{what} must not contain {IMAGE_PLACEHOLDER}; connect images to the image input")
+
+
 @dataclass(frozen=True)
 class Task:
     """One task: how its user message is written and what the model answers with.

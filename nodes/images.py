@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import comfy.model_management as mm
 from comfy_api.latest import io
 
 from ..comfy_lumina_mgpt import unirep
@@ -65,6 +66,7 @@ class LuminaMGPTVQEncode(CheckedNode):
     def execute(cls, tokenizer: TokenizerBundle, image, target: str, seed: int) -> io.NodeOutput:
         pil_images = image_to_pil(image)
         size = target_size(target)
-        codes = encode_images(tokenizer, pil_images, size, seed)
+        codes = encode_images(tokenizer, pil_images, size, seed,
+                              check_cancel=mm.throw_exception_if_processing_interrupted)
         blocks = tuple(tuple(unirep.image_block(c, tokenizer.vocab)) for c in codes)
         return io.NodeOutput(TokenBatch(blocks))

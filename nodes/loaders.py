@@ -68,7 +68,8 @@ class LuminaMGPTModelLoader(CheckedNode):
         folder = resolve_subfolder(FOLDER, model_name)
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
         check_quant_supported(quant, load_device)
-        model = load_model(folder, dtype=torch_dtype(dtype, load_device), device=offload_device, quant=quant)
+        model = load_model(folder, dtype=torch_dtype(dtype, load_device), device=offload_device, quant=quant,
+                           check_cancel=mm.throw_exception_if_processing_interrupted)
         patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
         return io.NodeOutput(LoadedModel(patcher, model_name, dtype, read_layout(folder)))
 

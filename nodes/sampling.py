@@ -9,7 +9,7 @@ import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
-from ..comfy_lumina_mgpt import conversation, pipeline
+from ..comfy_lumina_mgpt import conversation, limits, pipeline
 from ..comfy_lumina_mgpt.pipeline import PromptTokens, TokenBatch, TokenizerBundle
 from ..comfy_lumina_mgpt.sampling.generate import ProducedTokens, StepCallback, generate
 from ..comfy_lumina_mgpt.sampling.settings import MAX_JACOBI_WINDOW, SamplerConfig
@@ -111,15 +111,19 @@ def run_sampler(model: LoadedModel, bundle: TokenizerBundle, prompt: PromptToken
                 seed: int, progress: JobProgress, batch_size: int = 1, preview_every: int = 4) -> TokenBatch:
     """Sample ``batch_size`` answers to one prompt inside ComfyUI."""
     negatives = [list(prompt.negative_ids)] * batch_size if prompt.negative_ids else None
+    prompts = [list(prompt.ids)] * batch_size
     with comfy_sampling(model, bundle, settings, seed, progress, 0, preview_every) as (lm, generator, on_step):
-        result = generate(lm, [list(prompt.ids)] * batch_size, bundle.vocab, settings, generator=generator,
+        limits.check_generation(lm, prompts, bundle.vocab, settings, negatives,
+                                free_bytes=mm.get_free_memory(model.patcher.load_device))
+        result = generate(lm, prompts, bundle.vocab, settings, generator=generator,
                           on_step=on_step, negative_prompts=negatives)
     texts = tuple(conversation.split_response(t, bundle.text)[0] for t in result.tokens)
     return TokenBatch(tuple(tuple(t) for t in result.tokens), texts)
 
 
 def decode_to_image(bundle: TokenizerBundle, batch: TokenBatch) -> torch.Tensor:
-    return stack_images([engine_to_image(img) for img in pipeline.decode_batch(bundle, batch)])
+    images = pipeline.decode_batch(bundle, batch, check_cancel=mm.throw_exception_if_processing_interrupted)
+    return stack_images([engine_to_image(img) for img in images])
 
 
 def resolve_prompt(prompt: PromptTokens | SizedPrompt, model: LoadedModel, bundle: TokenizerBundle

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
@@ -77,9 +78,11 @@ def encode_inputs(model: LoadedModel, tokenizer: TokenizerBundle, image: torch.T
                   ) -> list[torch.Tensor]:
     """Every picture of an IMAGE batch fitted to the model (``target``) and encoded -> codes ``[h, w]`` each."""
     pil = image_to_pil(image)
+    cancel = mm.throw_exception_if_processing_interrupted
     if target == "auto":
-        return pipeline.encode_images(tokenizer, pil, None, seed, sizes_for(model, tokenizer).fit_candidates())
-    return pipeline.encode_images(tokenizer, pil, target_size(target), seed)
+        return pipeline.encode_images(tokenizer, pil, None, seed, sizes_for(model, tokenizer).fit_candidates(),
+                                      check_cancel=cancel)
+    return pipeline.encode_images(tokenizer, pil, target_size(target), seed, check_cancel=cancel)
 
 
 def one_picture(image: torch.Tensor | None, node: str) -> None:
@@ -347,7 +350,8 @@ class LuminaMGPTDecodeResponse(CheckedNode):
 
     @classmethod
     def execute(cls, tokenizer: TokenizerBundle, tokens: TokenBatch):
-        images = [engine_to_image(img) for img in pipeline.decode_batch(tokenizer, tokens)]
+        images = [engine_to_image(img) for img in pipeline.decode_batch(
+            tokenizer, tokens, check_cancel=mm.throw_exception_if_processing_interrupted)]
         out = stack_images(images) if images else torch.zeros(1, 64, 64, 3)
         texts = tokens.texts or tuple(pipeline.conversation.split_response(list(s), tokenizer.text)[0]
                                       for s in tokens.sequences)

@@ -19,7 +19,7 @@ import torch
 from comfy_api.latest import io
 from PIL import Image
 
-from ..comfy_lumina_mgpt import pipeline, sizes
+from ..comfy_lumina_mgpt import limits, pipeline, sizes
 from ..comfy_lumina_mgpt.atomic import check_writable, claim_new_folder
 from ..comfy_lumina_mgpt.checks import require
 from ..comfy_lumina_mgpt.model.loading import save_model
@@ -104,6 +104,7 @@ def validation_image(lm, bundle: TokenizerBundle, prompt: str, width: int, heigh
     grid = tokens.grid_for(bundle.patch)
     settings = SamplerConfig(cfg_scale=3.0, image_top_k=200, force_size=grid, force_images=1,
                              max_new_tokens=4 + 2 * grid[0] * (2 * grid[1] + 1))
+    limits.check_generation(lm, [list(tokens.ids)], bundle.vocab, settings)
     was_training = lm.training
     lm.eval()
     try:
@@ -199,7 +200,8 @@ class LuminaMGPTTrainer(CheckedNode):
         base = model.patcher.model
         lm = base if mode == "lora" else copy.deepcopy(base)
         data, report = prepare_dataset(source, tokenizer, run_dir / "cache", target_size=cfg.target_size,
-                                       seed=seed, max_seq_len=cfg.max_seq_len)
+                                       seed=seed, max_seq_len=cfg.max_seq_len,
+                                       check_cancel=mm.throw_exception_if_processing_interrupted)
         if len(data) == 0:
             raise ValueError(f"no usable examples in {source} ({report.summary()})")
         pbar = comfy.utils.ProgressBar(steps)
@@ -265,7 +267,8 @@ class LuminaMGPTLoraLoader(CheckedNode):
     @classmethod
     def execute(cls, model: LoadedModel, lora_name: str, strength: float) -> io.NodeOutput:
         folder = resolve_subfolder(LORA_FOLDER, lora_name)
-        deltas = lora_lib.lora_weight_deltas(folder)
+        shapes = {k: tuple(v.shape) for k, v in model.patcher.model.state_dict().items()}
+        deltas = lora_lib.lora_weight_deltas(folder, weight_shapes=shapes)
         patcher = model.patcher.clone()
         applied = patcher.add_patches({k: (v,) for k, v in deltas.items()}, strength)
         if len(applied) != len(deltas):

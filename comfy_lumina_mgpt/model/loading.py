@@ -15,14 +15,17 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_folder
 from ..config import ModelConfig
+from ..file_checks import check_shapes, confined_child, read_json_file, safetensors_header
 from . import quant as quantization
 from .chameleon import LuminaMGPT
 
@@ -55,11 +58,12 @@ def checkpoint_files(folder: str | Path) -> list[Path]:
                          "*.safetensors) under models/lumina_mgpt/.")
     index = folder / INDEX_NAME
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, json.JSONDecodeError, KeyError) as err:
-            raise ValueError(f"{index} is not a valid safetensors index: {err}") from err
-        files = [folder / name for name in sorted(set(weight_map.values()))]
+        weight_map = read_json_file(index, dict, "safetensors index").get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError(f"{index} is not a valid safetensors index: it needs a 'weight_map' of tensor "
+                             f"name -> shard file name")
+        # Shard names come from a file: they may only name files inside this folder.
+        files = [confined_child(folder, name, f"shard in {index}") for name in sorted(set(weight_map.values()))]
     elif (folder / SINGLE_NAME).is_file():
         files = [folder / SINGLE_NAME]
     else:
@@ -73,14 +77,16 @@ def checkpoint_files(folder: str | Path) -> list[Path]:
 
 
 def _qk_norm_rows(files: list[Path]) -> int:
-    """Row count of the stored q-norm weight (``[1, D]``, ``[mp, D]`` or ``[n_heads, D]``)."""
+    """Row count of the stored q-norm weight (``[1, D]``, ``[mp, D]`` or ``[n_heads, D]``); every shard's header
+    is checked against its file size on the way (ValueError naming the file)."""
     key = "model.layers.0.self_attn.q_norm.weight"
+    rows = 1
     for f in files:
-        with safe_open(str(f), framework="pt") as sf:
-            if key in sf.keys():
-                shape = sf.get_slice(key).get_shape()
-                return shape[0] if len(shape) == 2 else 1
-    return 1
+        header = safetensors_header(f)
+        if key in header:
+            shape = header[key].shape
+            rows = shape[0] if len(shape) == 2 else 1
+    return rows
 
 
 def read_config(folder: str | Path) -> ModelConfig:
@@ -90,12 +96,7 @@ def read_config(folder: str | Path) -> ModelConfig:
     checkpoint_files(folder)  # says clearly when the folder itself is missing
     if not cfg_path.is_file():
         raise ValueError(f"{folder} has no config.json; is it a Lumina-mGPT checkpoint folder?")
-    files = checkpoint_files(folder)
-    try:
-        rows = _qk_norm_rows(files)
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"cannot read the safetensors header of {files[0]}: {err} (file corrupt or "
-                         "truncated? download it again)") from err
+    rows = _qk_norm_rows(checkpoint_files(folder))
     return ModelConfig.from_json(cfg_path, qk_norm_rows=rows)
 
 
@@ -113,7 +114,8 @@ def _shard_tensors(path: Path, device: str | torch.device, one_by_one: bool):
 
 
 def load_model(folder: str | Path, *, dtype: str | torch.dtype | None = None,
-               device: str | torch.device = "cpu", quant: str = "none") -> LuminaMGPT:
+               device: str | torch.device = "cpu", quant: str = "none",
+               check_cancel: Callable[[], None] | None = None) -> LuminaMGPT:
     """Load a checkpoint folder into a ``LuminaMGPT`` in eval mode.
 
     Args:
@@ -123,6 +125,7 @@ def load_model(folder: str | Path, *, dtype: str | torch.dtype | None = None,
         device: where the weights go (loaded there directly, shard by shard).
         quant: ``"none"``, ``"int8"`` or ``"fp8"``: weight-only quantization of the decoder layers' and the LM
             head's linear layers while loading (``quant.quantize_model_``).
+        check_cancel: called before each shard; raise from it to stop loading (e.g. ComfyUI's interrupt).
     Raises:
         ValueError: naming the file and key for a missing, unexpected or mis-shaped tensor, or a corrupt file;
             an unknown or unsupported ``quant``.
@@ -134,12 +137,17 @@ def load_model(folder: str | Path, *, dtype: str | torch.dtype | None = None,
     with torch.device("meta"):
         model = LuminaMGPT(cfg)
     expected = {k: v.shape for k, v in model.state_dict().items()}
+    files = checkpoint_files(folder)
+    for f in files:  # every header against its file and the config before any tensor is read
+        check_shapes(f, safetensors_header(f), expected, IGNORED_PREFIXES)
     to_quantize = {f"{name}.weight": name for name in quantization.quantizable_linears(model)} \
         if quant != "none" else {}
     if any(model.get_submodule(name).bias is not None for name in to_quantize.values()):
         raise ValueError("quantization of linear layers with a bias is not supported by the loader")
     seen: set[str] = set()
-    for f in checkpoint_files(folder):
+    for f in files:
+        if check_cancel is not None:
+            check_cancel()
         tensors = {}
         for key, tensor in _shard_tensors(f, device, one_by_one=bool(to_quantize)):
             if key.startswith(IGNORED_PREFIXES):

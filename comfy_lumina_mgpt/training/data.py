@@ -39,6 +39,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from .. import limits
 from ..tasks import IMAGE_PLACEHOLDER, TEXT_TO_IMAGE
 from .objective import IGNORE_INDEX
 
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: text is encoded literally (spelled control tokens stay text)
 HUMAN_ROLES = ("human", "user")
 ASSISTANT_ROLES = ("gpt", "assistant")
 
@@ -253,18 +254,20 @@ def _atomic_write_json(path: Path, payload: Any) -> None:
 
 
 def pretokenize(items: Sequence[SourceItem], bundle: TokenizerBundle, cache_dir: str | Path, *,
-                target_size: int, seed: int, rank: int = 0, world: int = 1, fingerprint: str | None = None
-                ) -> tuple[Path, PretokenizeReport]:
+                target_size: int, seed: int, rank: int = 0, world: int = 1, fingerprint: str | None = None,
+                check_cancel: Callable[[], None] | None = None) -> tuple[Path, PretokenizeReport]:
     """Encode this process's shard of ``items`` (index ``i % world == rank``) into the cache.
 
     Items already in the cache are not encoded again. The shard's item order and keys are written to
-    ``index/{rank}-of-{world}.json`` for ``load_dataset``.
+    ``index/{rank}-of-{world}.json`` for ``load_dataset``. A ``target_size`` without size tokens is refused
+    first; ``check_cancel`` runs before each item (raise from it to stop; finished items stay cached).
 
     Returns:
         ``(folder, report)``: the settings folder that holds the records, and what happened.
     """
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is not in [0, {world})")
+    limits.check_target_size(target_size, bundle.patch, bundle.vocab)
     fingerprint = fingerprint or bundle_fingerprint(bundle)
     folder = Path(cache_dir) / settings_key(fingerprint, target_size, seed, bundle.patch)
     (folder / "items").mkdir(parents=True, exist_ok=True)
@@ -272,6 +275,8 @@ def pretokenize(items: Sequence[SourceItem], bundle: TokenizerBundle, cache_dir:
     report = PretokenizeReport()
     index = {}
     for i in range(rank, len(items), world):
+        if check_cancel is not None:
+            check_cancel()
         item = items[i]
         key = item_key(item)
         index[str(i)] = key
@@ -397,7 +402,8 @@ def load_dataset(folder: str | Path, *, world: int = 1, max_seq_len: int | None 
 
 def prepare_dataset(source: str | Path, bundle: TokenizerBundle, cache_dir: str | Path, *, target_size: int,
                     seed: int, max_seq_len: int | None = None, rank: int = 0, world: int = 1,
-                    barrier: Callable[[], None] | None = None) -> tuple[TokenDataset, PretokenizeReport]:
+                    barrier: Callable[[], None] | None = None, check_cancel: Callable[[], None] | None = None
+                    ) -> tuple[TokenDataset, PretokenizeReport]:
     """Pre-tokenise this process's shard, wait for the others (``barrier``), then load every shard.
 
     Returns:
@@ -405,7 +411,7 @@ def prepare_dataset(source: str | Path, bundle: TokenizerBundle, cache_dir: str 
     """
     items = iter_source(source)
     folder, report = pretokenize(items, bundle, cache_dir, target_size=target_size, seed=seed, rank=rank,
-                                 world=world)
+                                 world=world, check_cancel=check_cancel)
     if barrier is not None:
         barrier()
     dataset = load_dataset(folder, world=world, max_seq_len=max_seq_len, vocab=bundle.vocab)

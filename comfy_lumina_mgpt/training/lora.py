@@ -11,8 +11,8 @@ peft is imported inside the functions: it pulls in transformers, which costs sec
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..atomic import atomic_folder
+from ..file_checks import read_json_file, safetensors_header
 from .config import LoraSettings
 
 if TYPE_CHECKING:
@@ -126,11 +127,7 @@ def save_lora(model: nn.Module, settings: LoraSettings, folder: str | Path,
 def read_lora_settings(folder: str | Path) -> LoraSettings:
     """``LoraSettings`` from a peft ``adapter_config.json``."""
     path = Path(folder) / ADAPTER_CONFIG
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read LoRA config {path}: {err}; is {folder} a LoRA adapter folder?"
-                         ) from err
+    raw = read_json_file(path, dict, "LoRA config")
     if raw.get("peft_type", "LORA") != "LORA":
         raise ValueError(f"{path} describes a {raw.get('peft_type')} adapter; only LoRA is supported")
     if raw.get("use_rslora") or raw.get("use_dora") or raw.get("rank_pattern") or raw.get("alpha_pattern"):
@@ -138,13 +135,23 @@ def read_lora_settings(folder: str | Path) -> LoraSettings:
     targets = raw.get("target_modules") or []
     if isinstance(targets, str):
         raise ValueError(f"{path} gives target_modules as a regex ({targets!r}); a list of names is needed")
-    return LoraSettings(rank=int(raw["r"]), alpha=float(raw["lora_alpha"]),
-                        dropout=float(raw.get("lora_dropout", 0.0)), target_modules=tuple(targets))
+    rank, alpha, dropout = raw.get("r"), raw.get("lora_alpha"), raw.get("lora_dropout", 0.0)
+    if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= 65536:
+        raise ValueError(f"{path}: 'r' must be an integer rank in 1..65536, got {rank!r}")
+    for name, value in (("lora_alpha", alpha), ("lora_dropout", dropout)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ValueError(f"{path}: {name!r} must be a finite number, got {value!r}")
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise ValueError(f"{path}: 'target_modules' must be a list of module names, got {targets!r}")
+    return LoraSettings(rank=rank, alpha=float(alpha), dropout=float(dropout), target_modules=tuple(targets))
 
 
 def read_lora_weights(folder: str | Path) -> dict[str, Tensor]:
     """Adapter tensors keyed by module path, peft's prefix removed (``model.layers.0.mlp.up_proj.lora_A``)."""
     path = Path(folder) / ADAPTER_WEIGHTS
+    if not path.is_file():
+        raise ValueError(f"{folder} has no {ADAPTER_WEIGHTS}; is it a LoRA adapter folder?")
+    safetensors_header(path)  # header length and tensor ranges against the file size
     try:
         raw = load_file(str(path))
     except (OSError, RuntimeError, ValueError, SafetensorError) as err:
@@ -202,9 +209,15 @@ def load_lora(model: LuminaMGPT, path: str | Path, strength: float = 1.0) -> Lum
     return model
 
 
-def lora_weight_deltas(path: str | Path, strength: float = 1.0) -> dict[str, Tensor]:
+def lora_weight_deltas(path: str | Path, strength: float = 1.0,
+                       weight_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Tensor]:
     """``{"model.layers.0.self_attn.q_proj.weight": strength * alpha / r * B @ A}`` (fp32, CPU) for patchers
-    that add deltas to weights by key (e.g. ComfyUI's ``ModelPatcher``)."""
+    that add deltas to weights by key (e.g. ComfyUI's ``ModelPatcher``).
+
+    With ``weight_shapes`` (the model's ``{name: shape}``), every pair is checked before its product is formed:
+    A ``[r, in]`` and B ``[out, r]`` must meet the adapter's rank and the target weight's ``[out, in]``, so a
+    forged file cannot ask for a product of any size.
+    """
     settings = read_lora_settings(path)
     weights = read_lora_weights(path)
     scale = strength * settings.alpha / settings.rank
@@ -216,6 +229,17 @@ def lora_weight_deltas(path: str | Path, strength: float = 1.0) -> dict[str, Ten
         b = weights.get(module + ".lora_B")
         if b is None:
             raise ValueError(f"{path}: {module} has lora_A but no lora_B")
+        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
+            raise ValueError(f"{path}: {module} has lora_A {list(a.shape)} and lora_B {list(b.shape)}, which do "
+                             f"not multiply (A must be [rank, in], B [out, rank])")
+        if weight_shapes is not None:
+            target = weight_shapes.get(module + ".weight")
+            if target is None:
+                raise ValueError(f"{path} adapts {module}, which the model does not have; the LoRA was trained "
+                                 f"for another model")
+            if (b.shape[0], a.shape[1]) != tuple(target):
+                raise ValueError(f"{path}: the update of {module} would be {[b.shape[0], a.shape[1]]} but the "
+                                 f"weight is {list(target)}; the LoRA was trained for another model size")
         out[module + ".weight"] = scale * (b.float() @ a.float())
     return out
 

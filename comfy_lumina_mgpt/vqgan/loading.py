@@ -14,9 +14,10 @@ import torch
 import yaml
 from torch import Tensor
 
+from ..file_checks import check_shapes, safetensors_header
 from .config import VQGANConfig
 from .model import VQGAN
-from .safe_checkpoint import load_state_dict_file, save_safetensors_atomic
+from .safe_checkpoint import SAFETENSORS_SUFFIX, load_state_dict_file, save_safetensors_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +67,12 @@ def load_vqgan(config_path: str | Path, weights_path: str | Path,
     mis-shaped.
     """
     config = VQGANConfig.from_yaml(config_path)
-    state = load_state_dict_file(weights_path)
     with torch.device("meta"):
         model = VQGAN(config)
+    if Path(weights_path).suffix.lower() == SAFETENSORS_SUFFIX:  # shapes from the header, before any read
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        check_shapes(weights_path, safetensors_header(weights_path), expected, ("loss.",))
+    state = load_state_dict_file(weights_path)
     check_state_dict(model, state, str(weights_path))
     state = {k: v.to(torch.float32) for k, v in state.items() if not k.startswith("loss.")}
     model.load_state_dict(state, strict=True, assign=True)

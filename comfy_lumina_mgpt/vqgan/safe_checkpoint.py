@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..file_checks import check_zip_checkpoint, safetensors_header
+
 logger = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -134,6 +136,7 @@ def _short_error(err: BaseException) -> str:
 
 
 def _torch_load(path: Path) -> Any:
+    check_zip_checkpoint(path)  # compressed or oversized members are refused before anything is inflated
     names = _unsafe_globals(path)
     placeholders: list[tuple[type, str]] = []
     for name in names or ():
@@ -182,7 +185,8 @@ def load_state_dict_file(path: str | Path, *, drop_prefixes: Iterable[str] = ("l
 
     Lightning checkpoints: the ``state_dict`` entry is used. Non-tensor entries are dropped, and so are keys
     starting with any of ``drop_prefixes`` (by default the ``loss.*`` discriminator/perceptual weights).
-    Raises ValueError naming the file when it is missing, unreadable, or names a global that could run code.
+    Raises ValueError naming the file when it is missing, unreadable, forged (a safetensors header that does not fit
+    the file, a zip archive with compressed or oversized members), or names a global that could run code.
     """
     path = Path(path)
     if not path.is_file():
@@ -192,6 +196,7 @@ def load_state_dict_file(path: str | Path, *, drop_prefixes: Iterable[str] = ("l
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        safetensors_header(path)  # header length and tensor ranges against the file size
         try:
             obj: Any = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, RuntimeError) as err:

@@ -49,6 +49,8 @@ def test_loader_rejects_unknown_quant(server):
     graph = reseed(load_workflow("text_to_image"))
     loader = next(n for n in graph.values() if n["class_type"] == "LuminaMGPTModelLoader")
     loader["inputs"]["quant"] = "int4"
-    result = server.run(graph, timeout=120)
-    assert not result.ok
-    assert "int4" in str(result.error)
+    from comfyui_harness import ComfyHTTPError
+
+    with pytest.raises(ComfyHTTPError) as err:  # refused at validation, before anything loads
+        server.run(graph, timeout=120)
+    assert "widget 'quant': 'int4' is not one of the allowed values" in str(err.value)

@@ -26,8 +26,8 @@ def test_t2i_worked_example(official_tokenizer):
     assert text == "Generate an image of 768x768 according to the following prompt:\na cat"
     ids = build_prompt_ids(tok, [text])
     assert ids == [0] + tok.encode(text) + [8710]
-    # identical to encoding the whole conversation string, as the official code does
-    assert ids == [tok.vocab.bos_id] + tok.encode(text + "<reserved08706>")
+    # identical to encoding the whole conversation string with the raw file, as the official code does
+    assert ids == [tok.vocab.bos_id] + tok.backend.encode(text + "<reserved08706>", add_special_tokens=False).ids
 
 
 def test_multi_turn_layout(tiny_tokenizer):
@@ -39,7 +39,8 @@ def test_multi_turn_layout(tiny_tokenizer):
     for t in turns:
         want += tok.encode(t) + [sep]
     assert ids == want
-    assert ids == [tok.vocab.bos_id] + tok.encode("<reserved08706>".join(turns) + "<reserved08706>")
+    official = tok.backend.encode("<reserved08706>".join(turns) + "<reserved08706>", add_special_tokens=False)
+    assert ids == [tok.vocab.bos_id] + official.ids
     with pytest.raises(ValueError, match="odd number"):
         build_prompt_ids(tok, turns[:2])
     with pytest.raises(ValueError, match="odd number"):
