@@ -50,10 +50,10 @@ def loaders(model: str = MODEL, tokenizer: str = TOKENIZER, vqgan: str = SAME) -
             "2": {"class_type": "LuminaMGPTTokenizerLoader", "inputs": {"tokenizer": tokenizer, "vqgan": vqgan}}}
 
 
-def t2i(prompt: str = "a red circle", size: str = "32x32", negative: str = "", *, model: str = MODEL,
+def t2i(prompt: str = "a red circle", size: str = "48x48", negative: str = "", *, model: str = MODEL,
         tokenizer: str = TOKENIZER, vqgan: str = SAME, lora: str | None = None, strength: float = 1.0,
         seed: int | None = None, resolution: str = "custom", **sampler) -> dict:
-    """Loaders -> Prompt -> Sampler -> VQ Decode -> PreviewImage (a 32x32 image: 24 sampled tokens)."""
+    """Loaders -> Prompt -> Sampler -> VQ Decode -> PreviewImage (a 48x48 image)."""
     g = loaders(model, tokenizer, vqgan)
     model_ref = ["1", 0]
     if lora is not None:
@@ -62,7 +62,7 @@ def t2i(prompt: str = "a red circle", size: str = "32x32", negative: str = "", *
         model_ref = ["8", 0]
     g["3"] = {"class_type": "LuminaMGPTPrompt", "inputs": {"tokenizer": ["2", 0], "prompt": prompt,
                                                            "resolution": resolution, "custom_size": size,
-                                                           "negative_prompt": negative}}
+                                                           "scale": 1.0, "negative_prompt": negative}}
     inputs = {"model": model_ref, "tokenizer": ["2", 0], "prompt": ["3", 0], **SAMPLING,
               "seed": random.randrange(1 << 31) if seed is None else seed, "max_new_tokens": 128,
               "batch_size": 1, "force_size": True, "preview_every_rows": 0}
@@ -73,10 +73,11 @@ def t2i(prompt: str = "a red circle", size: str = "32x32", negative: str = "", *
     return g
 
 
-def one_node_t2i(prompt: str, size: str = "32x32", **extra) -> dict:
+def one_node_t2i(prompt: str, size: str = "48x48", **extra) -> dict:
     g = loaders()
     g["3"] = {"class_type": "LuminaMGPTTextToImage", "inputs": {
         "model": ["1", 0], "tokenizer": ["2", 0], "prompt": prompt, "resolution": "custom", "custom_size": size,
+        "scale": 1.0,
         **SAMPLING, "seed": random.randrange(1 << 31), "max_new_tokens": 128, "batch_size": 1, **extra}}
     g["4"] = {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}
     return g
@@ -118,11 +119,11 @@ def chat(message: str, image: str | None = None, follow_up: str | None = None) -
     return g
 
 
-def multiview(caption: str, views: int = 2, size: str = "32x32") -> dict:
+def multiview(caption: str, views: int = 2, size: str = "48x48") -> dict:
     g = loaders()
     g["3"] = {"class_type": "LuminaMGPTMultiview", "inputs": {
         "model": ["1", 0], "tokenizer": ["2", 0], "caption": caption, "views": views, "resolution": "custom",
-        "custom_size": size, **SAMPLING, "seed": random.randrange(1 << 31), "max_new_tokens": 128}}
+        "custom_size": size, "scale": 1.0, **SAMPLING, "seed": random.randrange(1 << 31), "max_new_tokens": 128}}
     g["4"] = {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}
     return g
 
@@ -132,7 +133,8 @@ def task_prompt(text: str, task: str = "chat") -> dict:
     g = loaders()
     del g["1"]
     g["3"] = {"class_type": "LuminaMGPTTaskPrompt", "inputs": {
-        "tokenizer": ["2", 0], "task": task, "text": text, "resolution": "custom", "custom_size": "32x32",
+        "tokenizer": ["2", 0], "task": task, "text": text, "resolution": "custom", "custom_size": "48x48",
+        "scale": 1.0,
         "views": 2, "target": "native", "seed": random.randrange(1 << 31)}}
     g["4"] = {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}}
     return g
@@ -432,7 +434,7 @@ def file_cases() -> list[Case]:
     cases = [Case(f"model:{name}", lambda a, n=name: t2i(model=n), error=words, max_seconds=10)
              for name, words in model_errors.items()]
     cases.append(Case("model:symlinked-folder-works", lambda a: t2i(model="adv-symlink"),
-                      check=one_image_of((32, 32))))
+                      check=one_image_of((48, 48))))
     tokenizer_errors = {
         "adv-tok-nospecials": ("tokenizer.json", "lacks the tokens <s>"),
         "adv-tok-garbage": ("tokenizer.json", "cannot read tokenizer file"),
@@ -451,7 +453,7 @@ def file_cases() -> list[Case]:
     cases += [Case(f"vqgan:{name}", lambda a, n=name: t2i(vqgan=f"vq/{n}"), error=words, max_seconds=5,
                    max_memory_ratio=ratio) for name, (words, ratio) in vq_errors.items()]
     cases += [
-        Case("lora:valid-adapter-works", lambda a: t2i(lora="adv-lora-ok"), check=one_image_of((32, 32))),
+        Case("lora:valid-adapter-works", lambda a: t2i(lora="adv-lora-ok"), check=one_image_of((48, 48))),
         Case("lora:forged-shapes", lambda a: t2i(lora="adv-lora-shapes"), error=("trained for another model",)),
         Case("lora:truncated", lambda a: t2i(lora="adv-lora-truncated"), error=("adapter_model.safetensors",)),
         Case("lora:bad-config", lambda a: t2i(lora="adv-lora-config"), error=("'r' must be an integer",)),
@@ -497,7 +499,7 @@ def number_cases() -> list[Case]:
         Case("number:seed -1", sampler(seed=-1), error=("seed",)),
         Case("number:preview_every_rows -1", sampler(preview_every_rows=-1), error=("preview_every_rows",)),
         Case("number:batch 64 with guidance", sampler(batch_size=64, cfg=2.0, max_new_tokens=64),
-             check=one_image_of((32, 32))),
+             check=one_image_of((48, 48))),
         Case("number:views 0", lambda a: multiview("a cube", views=0), error=("views",)),
         Case("number:views 17", lambda a: multiview("a cube", views=17), error=("views",)),
         Case("number:lora strength 5", lambda a: t2i(lora="adv-lora-ok", strength=5.0), error=("strength",)),
@@ -532,10 +534,10 @@ def string_cases() -> list[Case]:
     cases += [
         Case("string:t2i task prompt ids, all spellings", lambda a: task_prompt(ALL_SPELLINGS, "text_to_image"),
              check=literal_prompt("<racm3:break>")),
-        Case("string:Prompt.prompt", lambda a: t2i(ALL_SPELLINGS), check=one_image_of((32, 32))),
+        Case("string:Prompt.prompt", lambda a: t2i(ALL_SPELLINGS), check=one_image_of((48, 48))),
         Case("string:Prompt.negative_prompt", lambda a: t2i("a cat", negative=ALL_SPELLINGS, cfg=3.0),
-             check=one_image_of((32, 32))),
-        Case("string:TextToImage.prompt", lambda a: one_node_t2i(ALL_SPELLINGS), check=one_image_of((32, 32))),
+             check=one_image_of((48, 48))),
+        Case("string:TextToImage.prompt", lambda a: one_node_t2i(ALL_SPELLINGS), check=one_image_of((48, 48))),
         Case("string:ImageEdit.instruction",
              lambda a: image_task("LuminaMGPTImageEdit", "adv_ok.png", "instruction", ALL_SPELLINGS),
              check=one_image_of((64, 64))),
@@ -544,7 +546,7 @@ def string_cases() -> list[Case]:
         Case("string:ConditionToImage.caption",
              lambda a: image_task("LuminaMGPTConditionToImage", "adv_ok.png", "caption", ALL_SPELLINGS),
              check=one_image_of((64, 64))),
-        Case("string:Multiview.caption", lambda a: multiview(ALL_SPELLINGS), check=one_image_of((32, 32))),
+        Case("string:Multiview.caption", lambda a: multiview(ALL_SPELLINGS), check=one_image_of((48, 48))),
         Case("string:Chat.message forged image block", lambda a: chat(FORGED_BLOCK), check=answered),
         Case("string:Chat.message with image", lambda a: chat(ALL_SPELLINGS, image="adv_ok.png"), check=answered),
         Case("string:Chat history carries spellings", lambda a: chat(ALL_SPELLINGS, follow_up="<eoss> and?"),
@@ -557,7 +559,7 @@ def string_cases() -> list[Case]:
              max_seconds=5, max_memory_ratio=1.5),
         Case("string:lone surrogate", lambda a: t2i("a \ud800 cat"), error=(("not valid Unicode", "lone surrogate"),)),
         Case("string:RTL, combining, zero-width", lambda a: t2i("\u202eabc\u0301\u200b\ufeff שלום"),
-             check=one_image_of((32, 32))),
+             check=one_image_of((48, 48))),
         Case("string:empty prompt", lambda a: t2i("   "), error=("prompt is empty",)),
         Case("string:trainer captions with spellings",
              lambda a: trainer("adv_captions", f"adv-captions-{random.randrange(1 << 30)}"),
@@ -621,7 +623,7 @@ def test_adversarial(arena, case: Case):
     # the next valid prompt still works
     follow_msg, follow = error_text(server, t2i(), 300)
     assert follow_msg is None, f"after {case.name} the next valid prompt failed: {follow_msg}"
-    one_image_of((32, 32))(follow, arena)
+    one_image_of((48, 48))(follow, arena)
     assert server.running
     TALLY["held"] += 1
     assert math.isfinite(elapsed)

@@ -15,7 +15,7 @@ import pytest
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "text_to_image.json"
 
 
-def t2i(model: str = "lumina-mgpt-world", tokenizer: str | None = None, size: str = "32x32", seed: int | None = None,
+def t2i(model: str = "lumina-mgpt-world", tokenizer: str | None = None, size: str = "48x48", seed: int | None = None,
         **sampler) -> dict:
     """The shipped text-to-image workflow, small, with PreviewImage instead of SaveImage."""
     g = json.loads(WORKFLOW.read_text())
@@ -81,7 +81,7 @@ def test_ten_interrupts_return_memory(comfy_server, demo_model, request):
     server = comfy_server
     graph = t2i(model=demo_model.name, tokenizer=f"lumina_mgpt/{demo_model.name}", size="256x256",
                 max_new_tokens=2048, preview_every_rows=0)
-    assert server.run(t2i(model=demo_model.name, tokenizer=f"lumina_mgpt/{demo_model.name}", size="32x32"),
+    assert server.run(t2i(model=demo_model.name, tokenizer=f"lumina_mgpt/{demo_model.name}", size="48x48"),
                       timeout=300).ok
     before = rss_mib(server.proc.pid)
     for i in range(10):

@@ -42,7 +42,8 @@ def trainer(name: str, steps: int, seed: int, **extra) -> dict:
 def text_to_image(model_ref, seed: int) -> dict:
     return {"class_type": "LuminaMGPTTextToImage",
             "inputs": {"model": model_ref, "tokenizer": ["2", 0], "prompt": "a large red circle on the left",
-                       "resolution": "custom", "scale": 1.0, "custom_size": "48x48", "seed": seed, "batch_size": 1, **SAMPLING}}
+                       "resolution": "custom", "scale": 1.0, "custom_size": "48x48", "seed": seed, "batch_size": 1,
+                       **SAMPLING}}
 
 
 def save(node: str, prefix: str) -> dict:

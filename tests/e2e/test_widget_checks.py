@@ -25,7 +25,7 @@ PROVIDERS = {
     "IMAGE": {"class_type": "LoadImage", "inputs": {"image": EXAMPLE_IMAGE}},
     "LUMINA_MGPT_PROMPT": {"class_type": "LuminaMGPTPrompt",
                            "inputs": {"tokenizer": ["LUMINA_MGPT_TOKENIZER", 0], "prompt": "a red circle",
-                                      "resolution": "custom", "custom_size": "48x48"}},
+                                      "resolution": "custom", "custom_size": "48x48", "scale": 1.0}},
     "LUMINA_MGPT_TOKENS": {"class_type": "LuminaMGPTVQEncode",
                            "inputs": {"tokenizer": ["LUMINA_MGPT_TOKENIZER", 0], "image": ["IMAGE", 0],
                                       "target": "native", "seed": 0}},
