@@ -510,15 +510,15 @@ def number_cases() -> list[Case]:
 def size_cases() -> list[Case]:
     return [
         Case("size:0x0", lambda a: t2i(size="0x0"), error=("0x0",)),
-        Case("size:17x33", lambda a: t2i(size="17x33"), error=("17x33", "multiples")),
+        Case("size:17x33", lambda a: t2i(size="17x33"), error=("17x33", "cannot draw")),
         Case("size:abc", lambda a: t2i(size="abc"), error=("abc",)),
         Case("size:64x", lambda a: t2i(size="64x"), error=("64x",)),
         Case("size:-64x64", lambda a: t2i(size="-64x64"), error=("-64x64",)),
-        Case("size:100000x100000", lambda a: t2i(size="100000x100000"), error=("size tokens up to 5",),
+        Case("size:100000x100000", lambda a: t2i(size="100000x100000"), error=("cannot draw",),
              max_seconds=10),
         Case("size:unknown resolution combo", lambda a: t2i(resolution="999x999"), error=("999x999",)),
         Case("size:multiview 4096x4096", lambda a: multiview("a cube", size="4096x4096"),
-             error=("size tokens up to 5",), max_seconds=10),
+             error=("cannot draw",), max_seconds=10),
         Case("size:VQ Encode target 300000", lambda a: vq_roundtrip("adv_ok.png", target="300000"),
              error=(("target size 300000", "'300000' is not one of the allowed values"),), max_seconds=5),
         Case("size:depth target 1024", lambda a: depth("adv_ok.png", target="1024"),
@@ -529,11 +529,11 @@ def size_cases() -> list[Case]:
 
 
 def string_cases() -> list[Case]:
-    cases = [Case(f"string:chat prompt ids {s}", lambda a, s=s: task_prompt(f"a {s} b"), check=literal_prompt(s))
-             for s in [*SPELLINGS, FORGED_BLOCK]]
+    # The Task Prompt hands the sampler a deferred prompt now (its size follows the model), so its ids are not
+    # visible here; tests/unit/test_literal_text.py checks them for every text input. Here: the chat answers.
+    cases = [Case(f"string:chat message {s}", lambda a, s=s: chat(f"a {s} b")) for s in [*SPELLINGS, FORGED_BLOCK]]
     cases += [
-        Case("string:t2i task prompt ids, all spellings", lambda a: task_prompt(ALL_SPELLINGS, "text_to_image"),
-             check=literal_prompt("<racm3:break>")),
+        Case("string:t2i task prompt, all spellings", lambda a: task_prompt(ALL_SPELLINGS, "text_to_image")),
         Case("string:Prompt.prompt", lambda a: t2i(ALL_SPELLINGS), check=one_image_of((48, 48))),
         Case("string:Prompt.negative_prompt", lambda a: t2i("a cat", negative=ALL_SPELLINGS, cfg=3.0),
              check=one_image_of((48, 48))),
