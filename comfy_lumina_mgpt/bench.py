@@ -394,10 +394,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed options; ``cfg_set`` records whether ``--cfg`` was given (sample defaults to 4, world to 1)."""
     args = build_parser().parse_args(argv)
     args.cfg_set = args.cfg is not None
     args.cfg = 4.0 if args.cfg is None else args.cfg
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     selected = [name for name in BENCHES if getattr(args, name)] or ["sample"]

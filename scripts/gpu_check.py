@@ -66,8 +66,7 @@ def emit(figure: str, **values) -> None:
 def bench(figure: str, argv: list[str]) -> None:
     from comfy_lumina_mgpt import bench as bench_mod
 
-    args = bench_mod.build_parser().parse_args(argv)
-    args.cfg_set, args.cfg = args.cfg is not None, 4.0 if args.cfg is None else args.cfg
+    args = bench_mod.parse_args(argv)
     try:
         emit(figure, **bench_mod.BENCHES["sample"](args))
     except Exception as err:  # one failed figure must not hide the others

@@ -43,3 +43,33 @@ def tiny_tokenizer(tiny_tokenizer_path):
     from comfy_lumina_mgpt.tokenizer import TextTokenizer
 
     return TextTokenizer.from_file(tiny_tokenizer_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_tok(tiny_tokenizer_path):
+    from comfy_lumina_mgpt.tokenizer import TextTokenizer
+
+    return TextTokenizer.from_file(tiny_tokenizer_path)
+
+
+@pytest.fixture(scope="session")
+def peaked_model(tiny_tok):
+    """``peaked_model(seed)``: a 2-layer model on the tiny tokenizer with large weights, so its distributions
+    are peaked and sampling is far from uniform."""
+    import torch
+
+    from comfy_lumina_mgpt.config import ModelConfig
+    from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
+
+    def build(seed: int):
+        torch.manual_seed(seed)
+        cfg = ModelConfig(vocab_size=tiny_tok.vocab.vocab_size, dim=48, intermediate_size=96, n_layers=2,
+                          n_heads=4, n_kv_heads=2, max_seq_len=512)
+        m = LuminaMGPT(cfg).eval()
+        with torch.no_grad():
+            for p in m.parameters():
+                if p.ndim > 1:
+                    p.normal_(0, 0.5)
+        return m
+
+    return build

@@ -7,30 +7,19 @@ from collections import Counter
 import pytest
 import torch
 
-from comfy_lumina_mgpt.config import ModelConfig
-from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
 from comfy_lumina_mgpt.sampling.generate import generate
 from comfy_lumina_mgpt.sampling.processors import guide, top_k_mask
 from comfy_lumina_mgpt.sampling.settings import SamplerConfig
-from comfy_lumina_mgpt.tokenizer import TextTokenizer
 
 
 @pytest.fixture(scope="module")
-def tok(tiny_tokenizer_path):
-    return TextTokenizer.from_file(tiny_tokenizer_path)
+def tok(tiny_tok):
+    return tiny_tok
 
 
 @pytest.fixture(scope="module")
-def model(tok):
-    torch.manual_seed(1)
-    cfg = ModelConfig(vocab_size=tok.vocab.vocab_size, dim=48, intermediate_size=96, n_layers=2, n_heads=4,
-                      n_kv_heads=2, max_seq_len=512)
-    m = LuminaMGPT(cfg).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.ndim > 1:
-                p.normal_(0, 0.5)
-    return m
+def model(peaked_model):
+    return peaked_model(1)
 
 
 def prompt_ids(tok, text="a red circle"):
