@@ -2,9 +2,11 @@
 
 Inside an image body only the VQGAN codes can be sampled (end-of-line and end-of-image are forced by the grid),
 so the LM head needs only those rows of its weight: 8192 of 65536 for the official vocabulary. On a CPU with a
-small model that head is most of the step; on the 7B it is ~4 % of the weight read. The image rows of the
-official tokenizer are one contiguous id range (4..8195), so the sliced weight is a view and costs no memory;
-tokenizers with scattered image ids get a gathered copy, made once per model.
+small model that head is most of the step; on the 7B it is ~4 % of the weight read. The image ids of the
+official tokenizer fill one contiguous range (4..8195) but not in code order (code ``c`` is not id ``4 + c``), so
+the head multiplies by a view of that row range (no copy, and a quantized head keeps its own kernel) and puts
+the 8192 logits in code order afterwards. Tokenizers whose image ids are scattered get a gathered copy of the
+rows, made once per model.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from ..vocab import LuminaVocab
 Head = Callable[[Tensor], Tensor]
 
 
-def _contiguous_range(ids: tuple[int, ...]) -> tuple[int, int] | None:
-    """``(start, stop)`` when ``ids`` are ``start, start+1, ..., stop-1`` in that order, else None."""
+def _id_span(ids: tuple[int, ...]) -> tuple[int, int] | None:
+    """``(start, stop)`` when ``ids`` hold each of ``start..stop-1`` once, in any order, else None."""
     if not ids:
         return None
-    start = ids[0]
-    if all(i == start + k for k, i in enumerate(ids)):
+    start = min(ids)
+    if len(set(ids)) == len(ids) and max(ids) == start + len(ids) - 1:
         return start, start + len(ids)
     return None
 
@@ -41,14 +43,21 @@ class ImageColumns:
     def __init__(self, lm_head: nn.Module, vocab: LuminaVocab) -> None:
         weight = lm_head.weight
         self.ids = torch.tensor(vocab.code_to_id, dtype=torch.long, device=weight.device)
-        span = _contiguous_range(vocab.code_to_id)
-        if span is not None and hasattr(lm_head, "narrow_rows"):
-            self.head = _module_head(lm_head.narrow_rows(*span))  # a quantized head keeps its own kernel
-        elif span is not None:
-            self.head = _weight_head(weight[span[0]:span[1]])
+        span = _id_span(vocab.code_to_id)
+        if span is not None:
+            start, stop = span
+            if hasattr(lm_head, "narrow_rows"):
+                rows = _module_head(lm_head.narrow_rows(start, stop))  # a quantized head keeps its own kernel
+            else:
+                rows = _weight_head(weight[start:stop])
+            if list(vocab.code_to_id) == list(range(start, stop)):
+                self.head = rows
+            else:
+                order = self.ids - start  # column c of the result is row code_to_id[c] of the head
+                self.head = lambda h: rows(h).index_select(-1, order)
         elif isinstance(lm_head, nn.Linear):
             self.head = _weight_head(weight.index_select(0, self.ids))
-        else:  # a quantized head without a contiguous range: full logits, then the columns (correct, slower)
+        else:  # a quantized head with scattered image ids: full logits, then the columns (correct, slower)
             full = _module_head(lm_head)
             ids = self.ids
             self.head = lambda h: full(h).index_select(-1, ids)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from comfy_lumina_mgpt import unirep
 from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
@@ -249,3 +250,26 @@ def test_image_head_logits_equal_the_full_heads_code_columns(tok, model, dtype, 
     codes = torch.tensor(tok.vocab.code_to_id)
     torch.testing.assert_close(image, full[..., codes], atol=tol, rtol=tol)
     torch.testing.assert_close(full, plain.detach(), atol=tol * 10, rtol=tol * 10)
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_image_head_reads_only_the_image_rows_of_the_official_vocabulary(official_tokenizer, quantized):
+    """The official image ids fill 4..8195 in another order than the codes: the head (float or int8) multiplies
+    by that row range only, never the whole 65536-row head, and returns the columns in code order."""
+    from comfy_lumina_mgpt.model.quant import Int8Linear
+    from comfy_lumina_mgpt.sampling.columns import ImageColumns
+
+    vocab = official_tokenizer.vocab
+    ids = list(vocab.code_to_id)
+    assert ids != sorted(ids) and sorted(ids) == list(range(min(ids), min(ids) + len(ids)))
+    torch.manual_seed(0)
+    head = nn.Linear(16, vocab.vocab_size, bias=False).to(torch.bfloat16)
+    if quantized:
+        head = Int8Linear.from_float(head.weight)
+    h = torch.randn(2, 1, 16, dtype=torch.bfloat16)
+    with torch.no_grad():
+        expected = head(h).float()[..., ids]
+    head.register_forward_hook(lambda *_: pytest.fail("the whole head was computed"))
+    with torch.no_grad():
+        got = ImageColumns(head, vocab).head(h)
+    torch.testing.assert_close(got, expected, atol=1e-2, rtol=1e-2)
