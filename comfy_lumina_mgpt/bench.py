@@ -9,7 +9,10 @@ In the same run it times
   (b) the weight-read floor: the bytes one decode step must read (weights, the image-code head rows, the KV
       cache at the mean context) over the best read rate measured here (``torch.sum`` of a large buffer).
 It prints prefill, decode ms/step, s/image, tokens/s, peak memory, ``speedup_vs_baseline`` (our tokens/s over
-the baseline's) and ``time_over_floor`` (our step over the floor). ``--max-steps N`` times the first N image
+the baseline's) and ``time_over_floor`` (our step over the floor). ``matmul_ms_per_step`` is the time of the
+step's weight products alone (the same layers, rows and head rows, run back to back), so
+``time_over_matmuls`` separates the engine's own overhead from how fast this device's matmul kernels read
+weights (on CPUs the kernels, not memory, are the limit at 2-4 rows). ``--max-steps N`` times the first N image
 tokens only (the 7B-width baseline needs ~0.3 s a step on a CPU). ``--json`` prints one JSON object.
 
 ``--world``: the world benchmark on the bundled model, plain and with speculative Jacobi decoding on the same
@@ -138,6 +141,37 @@ def step_bytes(model, rows: int, mean_context: float, head_rows: int) -> float:
     return layers + head_bytes + kv
 
 
+def matmul_time(model, rows: int, head_rows: int, device: torch.device, repeats: int = 3) -> float:
+    """Best seconds for the weight products of one decode step alone: every linear layer of the decoder on a
+    ``[rows, in]`` input, in layer order (so caches help no more than in a real step), then ``head_rows`` rows of
+    the LM head."""
+    import torch.nn.functional as F
+
+    layers = [m for m in model.model.layers.modules() if type(m).__name__.endswith("Linear")]
+    head = model.lm_head
+    head = head.narrow_rows(0, head_rows) if hasattr(head, "narrow_rows") else None
+    head_weight = model.lm_head.weight[:head_rows]
+    act = model.model.embed_tokens.weight.dtype
+    inputs = {m.in_features: torch.randn(rows, m.in_features, dtype=act, device=device) for m in layers}
+    x_head = torch.randn(rows, model.config.dim, dtype=act, device=device)
+
+    def one_step() -> None:
+        for m in layers:
+            m(inputs[m.in_features])
+        head(x_head) if head is not None else F.linear(x_head, head_weight)
+
+    best = float("inf")
+    with torch.no_grad():
+        one_step()
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            one_step()
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
 def _peak_memory(device: torch.device) -> float:
     """Peak bytes: allocated on a GPU, the process's resident set on a CPU."""
     if device.type == "cuda":
@@ -233,6 +267,7 @@ def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
     mean_context = (len(prompt) + 3 + ours["steps"] / 2 + (3 + ours["steps"] / 2 if guided else 0)) / (
         2 if guided else 1)
     floor_s = step_bytes(model, rows, mean_context, len(tok.vocab.code_to_id)) / read_rate(device)
+    matmul_s = matmul_time(model, rows, len(tok.vocab.code_to_id), device)
     ms = ours["decode_ms_per_step"]
     out: dict[str, Any] = {
         "name": "sample", "config": args.config, "device": str(device), "dtype": args.dtype if args.dtype != "auto"
@@ -244,6 +279,7 @@ def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
         "s_per_image": (ours["prefill_s"] + ms * tokens_per_image / 1000) / args.batch,
         "tokens_per_s": 1000 * args.batch / ms, "peak_memory_gb": ours["peak_memory_gb"],
         "floor_ms_per_step": 1000 * floor_s, "time_over_floor": ms / (1000 * floor_s),
+        "matmul_ms_per_step": 1000 * matmul_s, "time_over_matmuls": ms / (1000 * matmul_s),
     }
     if ours["forwards"] is not None:
         out["tokens_per_forward"] = ours["steps"] / max(1, ours["forwards"])
@@ -345,12 +381,14 @@ def format_sample(res: dict[str, Any]) -> str:
              f"  {'decode ms/step':22}{res['decode_ms_per_step']:12.2f}"
              f"{res.get('baseline_decode_ms_per_step', float('nan')):12.2f}{res['floor_ms_per_step']:12.2f}",
              f"  {'tokens/s':22}{res['tokens_per_s']:12.1f}{res.get('baseline_tokens_per_s', float('nan')):12.1f}",
+             f"  {'matmuls ms/step':22}{res['matmul_ms_per_step']:12.2f}",
              f"  {'s/image':22}{res['s_per_image']:12.2f}",
              f"  {'peak memory GB':22}{res['peak_memory_gb']:12.2f}"]
     if "tokens_per_forward" in res:
         lines.append(f"  {'tokens/forward':22}{res['tokens_per_forward']:12.2f}")
     lines.append(f"  speedup_vs_baseline {res.get('speedup_vs_baseline', float('nan')):.2f}x   "
-                 f"time_over_floor {res['time_over_floor']:.2f}x" + (f"   ({res['baseline']})"
+                 f"time_over_floor {res['time_over_floor']:.2f}x   "
+                 f"time_over_matmuls {res['time_over_matmuls']:.2f}x" + (f"   ({res['baseline']})"
                                                                        if "baseline" in res else ""))
     return "\n".join(lines)
 

@@ -205,6 +205,7 @@ def test_bench_sample_reports_ours_baseline_and_floor(capsys):
     assert res["tokens_per_image"] == 24 and res["timed_steps"] == 8 + 3
     assert res["speedup_vs_baseline"] == pytest.approx(res["tokens_per_s"] / res["baseline_tokens_per_s"])
     assert res["time_over_floor"] == pytest.approx(res["decode_ms_per_step"] / res["floor_ms_per_step"])
+    assert res["time_over_matmuls"] == pytest.approx(res["decode_ms_per_step"] / res["matmul_ms_per_step"])
     assert res["floor_ms_per_step"] > 0 and res["peak_memory_gb"] > 0 and res["prefill_s"] > 0
 
 
@@ -214,7 +215,8 @@ def test_bench_table_names_every_figure(capsys):
     assert bench.main(["--config", "tiny", "--image", "64x64", "--max-steps", "4", "--device", "cpu",
                        "--no-baseline", "--jacobi-window", "4"]) == 0
     out = capsys.readouterr().out
-    for figure in ("prefill s", "decode ms/step", "tokens/s", "s/image", "peak memory GB", "time_over_floor"):
+    for figure in ("prefill s", "decode ms/step", "tokens/s", "s/image", "peak memory GB", "time_over_floor",
+                   "matmuls ms/step", "time_over_matmuls"):
         assert figure in out
 
 
