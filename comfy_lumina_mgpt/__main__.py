@@ -11,6 +11,7 @@ import sys
 COMMANDS = {
     "generate": ("comfy_lumina_mgpt.cli_generate", "Generate an image (or text) without ComfyUI."),
     "run-workflow": ("comfy_lumina_mgpt.client", "Run an API-format workflow on a ComfyUI server."),
+    "download": ("comfy_lumina_mgpt.download", "Fetch official checkpoints from the Hugging Face hub."),
     "convert-vqgan": ("comfy_lumina_mgpt.cli_convert", "Convert Meta's vqgan.ckpt to vqgan.safetensors."),
     "demo-model": ("comfy_lumina_mgpt.demo_model", "Write a small model folder (for tests and demos)."),
     "train": ("comfy_lumina_mgpt.training.cli", "Finetune a model (LoRA or full) from a YAML config."),

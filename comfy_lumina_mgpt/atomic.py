@@ -6,6 +6,9 @@ replace (a model folder's ``tokenizer.json``, ``vqgan.*``, ``patch_alphabet.json
 into it as hard links (copies across file systems), and only then do two renames swap the folders. Readers see
 the old folder or the complete new one, never a half-written one, and nothing the writer did not produce is lost.
 
+``atomic_file(path)`` does the same for one file: the caller writes a temporary sibling, which replaces ``path``
+only when the block ends normally.
+
 ``claim_new_folder(parent, name)`` is for run folders: it creates ``name``, or ``name-2``, ``name-3``... when
 that is taken, so a run never writes into another run's folder.
 """
@@ -110,6 +113,23 @@ def atomic_folder(target: str | Path, *, overwrite: bool = False, replaces: Call
             os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def atomic_file(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path of ``target`` to write; when the block ends normally it replaces ``target``
+    in one rename, and on any exception it is deleted and ``target`` is untouched."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; model files are meant to be shared
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
         raise
 
 
