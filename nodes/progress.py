@@ -86,3 +86,24 @@ class JobProgress:
         elapsed = time.monotonic() - self.started
         _send_text(f"done in {_clock(elapsed)}")
         logger.info("Lumina-mGPT: %s done in %.1f s", self.label or "generation", elapsed)
+
+
+class DownloadProgress:
+    """The bar and text of a download: ``update(done_bytes, total_bytes, file)`` from the download loop."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.started = time.monotonic()
+        self.last_text = 0.0
+        self.bar = comfy.utils.ProgressBar(STEPS)
+        logger.info("Lumina-mGPT: downloading %s", label)
+
+    def update(self, done: int, total: int, file: str) -> None:
+        fraction = done / total if total else 1.0
+        self.bar.update_absolute(min(STEPS, int(fraction * STEPS)), STEPS)
+        now = time.monotonic()
+        if now - self.last_text >= TEXT_EVERY_S or done >= total:
+            self.last_text = now
+            elapsed = now - self.started
+            eta = f", about {_clock(elapsed * (1 - fraction) / fraction)} left" if 0.02 < fraction < 1 else ""
+            _send_text(f"downloading {self.label}: {done / 1e9:.2f} of {total / 1e9:.2f} GB ({file}){eta}")

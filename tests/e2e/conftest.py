@@ -45,7 +45,7 @@ def comfy_harness():
 
 
 @pytest.fixture(scope="session")
-def comfy_server(tmp_path_factory):
+def comfy_server(tmp_path_factory, session_hub):
     """A started ``ComfyServer`` (``.url``, ``.models_dir``, ``.post_prompt``, ``.wait_for``, ``.run``...)."""
     comfy_dir = harness.default_comfy_dir()
     if not harness.comfy_installed(comfy_dir):
@@ -55,7 +55,10 @@ def comfy_server(tmp_path_factory):
             pytest.fail(f"CI=true and {reason}", pytrace=False)
         pytest.skip(reason)
     base = tmp_path_factory.mktemp("comfyui")  # kept by pytest after the run: base/comfyui.log
-    server = harness.ComfyServer(comfy_dir, base)
+    # Downloads on first use reach only the local fake hub, never the internet.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    env.update(HF_ENDPOINT=session_hub.url, HF_HOME=str(base / "hf-home"))
+    server = harness.ComfyServer(comfy_dir, base, env=env)
     server.start()
     try:
         yield server
