@@ -252,11 +252,14 @@ class ComfyServer:
         for sub in ("custom_nodes", "output", "input", "user", "models", "temp"):
             (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
         link = self.base_dir / "custom_nodes" / PACK_NAME
-        if link.is_symlink() or link.exists():
+        if link.resolve() == self.repo:
+            pass  # the pack is installed there itself (a git clone, as the README says)
+        elif link.is_symlink() or link.exists():
             if not link.is_symlink():
                 raise ServerStartError(f"{link} exists and is not a symlink; refusing to replace it")
             link.unlink()
-        link.symlink_to(self.repo, target_is_directory=True)
+        if link.resolve() != self.repo:
+            link.symlink_to(self.repo, target_is_directory=True)
         self.log_path = self.base_dir / "comfyui.log"
         pick_port = self.port is None
         try:
