@@ -54,13 +54,18 @@ class ImageColumns:
                 self.head = rows
             else:
                 order = self.ids - start  # column c of the result is row code_to_id[c] of the head
-                self.head = lambda h: rows(h).index_select(-1, order)
+                self.head = lambda h: _columns(rows(h), order)
         elif isinstance(lm_head, nn.Linear):
             self.head = _weight_head(weight.index_select(0, self.ids))
         else:  # a quantized head with scattered image ids: full logits, then the columns (correct, slower)
             full = _module_head(lm_head)
             ids = self.ids
-            self.head = lambda h: full(h).index_select(-1, ids)
+            self.head = lambda h: _columns(full(h), ids)
+
+
+def _columns(logits: Tensor, index: Tensor) -> Tensor:
+    """``logits[..., index]``; ``gather`` because ``index_select`` on the last dimension is ~30x slower on CPUs."""
+    return logits.gather(-1, index.expand(*logits.shape[:-1], index.numel()))
 
 
 def _weight_head(weight: Tensor) -> Head:
