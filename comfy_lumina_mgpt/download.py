@@ -1,7 +1,6 @@
 """Official checkpoints from the Hugging Face hub, fetched into ComfyUI's model folders.
 
-    python -m comfy_lumina_mgpt download Lumina-mGPT-7B-768 [--models-dir ComfyUI/models]
-    python -m comfy_lumina_mgpt download --list
+Used by the loader nodes (first use) and ``python -m lumina_tools download`` (``lumina_tools/download.py``).
 
 Each release is a hub repository whose files go, unchanged, into ``models/<kind>/<folder>/``. The hub is reached
 through ``huggingface_hub``: its endpoint (``HF_ENDPOINT``), offline switch (``HF_HUB_OFFLINE``), token and HTTP
@@ -16,14 +15,11 @@ session. The transfer loop is ours so that it can
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import re
 import shutil
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,14 +101,6 @@ Progress = Callable[[int, int, str], None]  # (bytes done, bytes in all, current
 
 def target_folder(release: Release, models_dir: str | Path) -> Path:
     return Path(models_dir) / release.kind / release.folder
-
-
-def default_models_dir() -> Path | None:
-    """``<ComfyUI>/models`` when the pack sits in ``<ComfyUI>/custom_nodes/``, else None."""
-    pack = Path(__file__).resolve().parents[1]
-    if pack.parent.name == "custom_nodes" and (pack.parent.parent / "models").is_dir():
-        return pack.parent.parent / "models"
-    return None
 
 
 def hub_offline() -> bool:
@@ -389,54 +377,3 @@ def _check_space(folder: Path, todo: list[RemoteFile]) -> None:
     if need + DISK_MARGIN_BYTES > free:
         raise DownloadError(f"{folder} has {free / 1e9:.1f} GB free but the download needs {need / 1e9:.1f} GB; "
                             "free some space or use another --models-dir")
-
-
-class _Bar:
-    """A one-line text progress bar on stderr, redrawn at most a few times a second."""
-
-    def __init__(self):
-        self.started = time.monotonic()
-        self.shown = 0.0
-
-    def __call__(self, done: int, total: int, path: str) -> None:
-        now = time.monotonic()
-        if now - self.shown < 0.25 and done < total:
-            return
-        self.shown = now
-        rate = done / max(now - self.started, 1e-6)
-        width = 30
-        filled = int(width * done / total) if total else width
-        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done / 1e9:6.2f}/{total / 1e9:.2f} GB "
-              f"{rate / 1e6:6.1f} MB/s  {path[-40:]:<40}", end="", file=sys.stderr, flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m comfy_lumina_mgpt download", description=__doc__.split("\n")[0])
-    parser.add_argument("name", nargs="?", help="release to fetch (see --list)")
-    parser.add_argument("--list", action="store_true", help="list the releases and where they go")
-    parser.add_argument("--models-dir", help="ComfyUI's models folder (default: the one this pack is installed "
-                                             "under)")
-    parser.add_argument("--repo", help="hub repository to read instead of the release's own")
-    parser.add_argument("--revision", default="main", help="branch, tag or commit (default: main)")
-    args = parser.parse_args(argv)
-    if args.list or not args.name:
-        for release in RELEASES.values():
-            source = release.repo_id or "(--repo OWNER/NAME)"
-            print(f"{release.name:<20} {source:<36} -> models/{release.kind}/{release.folder}/\n"
-                  f"{'':<20} {release.about}")
-        return 0 if args.list else 2
-    models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
-    if models_dir is None:
-        print("error: the pack is not inside ComfyUI/custom_nodes/; say where ComfyUI's models folder is with "
-              "--models-dir", file=sys.stderr)
-        return 2
-    try:
-        folder = fetch(args.name, models_dir, repo=args.repo, revision=args.revision, progress=_Bar())
-    except DownloadError as err:
-        print(f"\nerror: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nstopped; run the same command again to resume", file=sys.stderr)
-        return 130
-    print(f"\n{args.name} is in {folder}")
-    return 0

@@ -6,8 +6,8 @@ A model's sizes follow what it was trained on, in pixels ``(W, H)``:
   tokenizer's size grid (32 px) with at most ``(family / 32)**2`` grid steps and at least a quarter of that,
   aspect ratio at most 4 (LUMINA_SPEC 2.5: the candidate list holds the largest of these per ratio); its own
   default is ``family x family``;
-- the bundled world model (``"world_model": true`` in config.json): exactly the world's canvas sizes, default
-  64x48 (the main job's size);
+- a model that lists its sizes (``"canvas_sizes": [[W, H], ...]`` and ``"default_size"`` in config.json, as
+  the bundled world model does): exactly those;
 - any other model (tests, home-made ones): every multiple of the tokenizer's patch up to its largest size token,
   aspect ratio at most 4; default the largest square whose image fits in half the model's context.
 
@@ -24,10 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import unirep
-from .world.scene import WORLD_SIZES
 
 FAMILIES = (512, 768, 1024)
-WORLD_DEFAULT = (64, 48)
 MAX_RATIO = 4.0
 AUTO = "auto"
 CUSTOM = "custom"
@@ -46,8 +44,9 @@ class ModelLayout:
 
     name: str
     family: int | None = None
-    world: bool = False
     max_seq_len: int = 4096
+    canvas_sizes: tuple[tuple[int, int], ...] = ()  # a model that draws only these (W, H)
+    default_size: tuple[int, int] | None = None
 
 
 def read_layout(folder: str | Path) -> ModelLayout:
@@ -62,9 +61,24 @@ def read_layout(folder: str | Path) -> ModelLayout:
 
 def layout_from_config(name: str, cfg: dict) -> ModelLayout:
     """A layout from a folder name and a parsed config.json."""
+    canvas = _size_list(cfg.get("canvas_sizes"), "canvas_sizes")
+    default = _size_list([cfg["default_size"]], "default_size")[0] if cfg.get("default_size") else None
     found = re.findall(r"(?<!\d)(512|768|1024)(?!\d)", name)
-    family = int(found[-1]) if found and not cfg.get("world_model") else None
-    return ModelLayout(name, family, bool(cfg.get("world_model")), int(cfg.get("max_position_embeddings", 4096)))
+    family = int(found[-1]) if found and not canvas else None
+    return ModelLayout(name, family, int(cfg.get("max_position_embeddings", 4096)), canvas, default)
+
+
+def _size_list(value, key: str) -> tuple[tuple[int, int], ...]:
+    """``[[W, H], ...]`` from config.json as a tuple of pairs; ValueError naming ``key`` when malformed."""
+    if value is None:
+        return ()
+    try:
+        pairs = tuple((int(w), int(h)) for w, h in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"config.json: {key} must be a list of [width, height] pairs, got {value!r}") from None
+    if any(w <= 0 or h <= 0 for w, h in pairs):
+        raise ValueError(f"config.json: {key} holds a size that is not positive: {value!r}")
+    return pairs
 
 
 @dataclass(frozen=True)
@@ -143,10 +157,11 @@ def model_sizes(layout: ModelLayout, patch: int, max_grid: int) -> ModelSizes:
     """The sizes ``layout``'s model draws with a tokenizer of ``patch`` px per size step and size tokens
     ``0..max_grid``. ValueError if none is left (the tokenizer does not belong to the model)."""
     fits = _grid_sizes(patch, max_grid)
-    if layout.world:
-        sizes = [s for s in WORLD_SIZES if s in fits]
-        default, fit = WORLD_DEFAULT, tuple(sizes)
-        limits = "it draws only the world's canvas sizes " + ", ".join(f"{w}x{h}" for w, h in sizes)
+    if layout.canvas_sizes:
+        sizes = [s for s in layout.canvas_sizes if s in fits]
+        default = layout.default_size or layout.canvas_sizes[0]
+        fit = tuple(sizes)
+        limits = "it draws only its canvas sizes " + ", ".join(f"{w}x{h}" for w, h in sizes)
     elif layout.family is not None:
         budget = (layout.family // patch) ** 2
         sizes = [(w, h) for w, h in fits if budget // 4 <= (w // patch) * (h // patch) <= budget]

@@ -12,7 +12,7 @@ from comfy_api.latest import io
 from PIL import Image
 
 from ..comfy_lumina_mgpt.atomic import atomic_folder
-from ..comfy_lumina_mgpt.world import write_folder_dataset
+from ..lumina_world.folder_dataset import write_folder_dataset
 from .validation import CheckedNode
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "workflows" / "inputs"

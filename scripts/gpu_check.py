@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 FSDP_WORKER = r"""
 import json, sys, time
 import torch
-from comfy_lumina_mgpt.bench import CONFIGS
+from lumina_tools.bench import CONFIGS
 from comfy_lumina_mgpt.config import ModelConfig
 from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
 from comfy_lumina_mgpt.training.config import TrainConfig
@@ -64,7 +64,7 @@ def emit(figure: str, **values) -> None:
 
 
 def bench(figure: str, argv: list[str]) -> None:
-    from comfy_lumina_mgpt import bench as bench_mod
+    from lumina_tools import bench as bench_mod
 
     args = bench_mod.parse_args(argv)
     try:

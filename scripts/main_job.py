@@ -72,7 +72,7 @@ def ensure_model(models_dir: Path, workflow: dict) -> list[str]:
     if not _is_model(demo):
         say(f"model {name!r} is missing from models/lumina_mgpt/: writing a small RANDOM demo model to {demo} "
             "(the picture proves the path works, not quality)")
-        cmd = [sys.executable, "-m", "comfy_lumina_mgpt", "demo-model", str(demo)]
+        cmd = [sys.executable, "-m", "lumina_tools", "demo-model", str(demo)]
         proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL)
         if proc.returncode != 0 or not _is_model(demo):
             raise SystemExit(f"[main] error: could not write the demo model ({' '.join(cmd)} exited "
@@ -103,7 +103,7 @@ def judge(png: Path, workflow: dict) -> str:
     """One line: what the world's pixel analyser reads in ``png`` against the workflow's prompt."""
     from PIL import Image
 
-    from comfy_lumina_mgpt.world import parse_caption, score_text_to_image
+    from lumina_world import parse_caption, score_text_to_image
 
     asked = prompt_of(workflow)
     if asked is None:
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"ComfyUI ready at {server.url} in {server.startup_s:.1f} s (pid {server.proc.pid}, "
             f"log {server.log_path})")
         sets = ensure_model(server.models_dir, workflow) + args.sets
-        cmd = [sys.executable, "-m", "comfy_lumina_mgpt", "run-workflow", str(args.workflow),
+        cmd = [sys.executable, "-m", "lumina_tools", "run-workflow", str(args.workflow),
                "--server", server.url, "--out", str(args.out), "--timeout", str(args.timeout)]
         for s in sets:
             cmd += ["--set", s]

@@ -2,16 +2,16 @@
 
 One device::
 
-    python -m comfy_lumina_mgpt train --config train.yaml
+    python -m lumina_tools train --config train.yaml
 
 Several processes (data parallel; each process gets a slice of every global batch)::
 
-    accelerate launch --multi_gpu --num_processes 8 -m comfy_lumina_mgpt train --config train.yaml
+    accelerate launch --multi_gpu --num_processes 8 -m lumina_tools train --config train.yaml
 
 Sharded (FSDP), the way the official recipe trains the 7B model (LUMINA_SPEC §6): every ``DecoderLayer`` is
 its own FSDP unit, chosen by accelerate's transformer-based auto-wrap policy naming our class::
 
-    accelerate launch --config_file docs/accelerate_fsdp.yaml -m comfy_lumina_mgpt train --config train.yaml
+    accelerate launch --config_file docs/accelerate_fsdp.yaml -m lumina_tools train --config train.yaml
 
 ``FSDP_ACCELERATE_CONFIG`` below is that file's content. ``use_orig_params`` must stay true for LoRA (frozen
 and trainable parameters share flat FSDP units). bf16 is accelerate's mixed precision there (fp32 master
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 WRAP_CLASS = "DecoderLayer"
 
 FSDP_ACCELERATE_CONFIG = """\
-# accelerate launch --config_file docs/accelerate_fsdp.yaml -m comfy_lumina_mgpt train --config train.yaml
+# accelerate launch --config_file docs/accelerate_fsdp.yaml -m lumina_tools train --config train.yaml
 compute_environment: LOCAL_MACHINE
 distributed_type: FSDP
 mixed_precision: bf16

@@ -53,7 +53,7 @@ _ALLOWED_NAMES = frozenset({
     "builtins.str", "builtins.bool", "builtins.bytes",
 })
 
-CONVERT_HINT = "python -m comfy_lumina_mgpt convert-vqgan"
+CONVERT_HINT = "python -m lumina_tools convert-vqgan"
 
 
 def is_inert_global(name: str) -> bool:

@@ -93,7 +93,7 @@ def lumina_model(comfy_server):
         return BUNDLED_MODEL
     folder = comfy_server.models_dir / "lumina_mgpt" / MODEL_NAME
     if not (folder / "config.json").is_file():
-        from comfy_lumina_mgpt.demo_model import write_demo_model
+        from lumina_tools.demo_model import write_demo_model
 
         write_demo_model(folder)
     return folder
@@ -108,7 +108,7 @@ def demo_model(comfy_server):
     sizes or lengths the bundled world model was not made for (long generations to cancel, 64x64)."""
     folder = comfy_server.models_dir / "lumina_mgpt" / DEMO_NAME
     if not (folder / "config.json").is_file():
-        from comfy_lumina_mgpt.demo_model import write_demo_model
+        from lumina_tools.demo_model import write_demo_model
 
         write_demo_model(folder)
     return folder

@@ -6,7 +6,7 @@ RGBA or a batch, empty / truncated / forged model, tokenizer, VQGAN and LoRA fil
 name widget) and asserts two things: a clear error naming the problem, or a correct result; and that the next
 valid prompt still works. The module ends by printing ``adversarial: N cases tried, N held``.
 
-One server for the whole module; every hostile file is built small and once (``comfy_lumina_mgpt.hostile_files``).
+One server for the whole module; every hostile file is built small and once (``lumina_tools.hostile_files``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfy_lumina_mgpt import hostile_files as hostile
+from lumina_tools import hostile_files as hostile
 from comfy_lumina_mgpt.tokenizer import TextTokenizer
-from comfy_lumina_mgpt.vocab_builder import image_token_name
+from lumina_world.tokenizer_builder import image_token_name
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "models" / "lumina_mgpt" / "lumina-mgpt-world"

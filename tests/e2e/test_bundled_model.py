@@ -51,7 +51,7 @@ def reseed(graph: dict) -> dict:
 @pytest.mark.parametrize("name", ["text_to_image", "text_to_image_one_node"])
 def test_text_to_image_workflows_draw_their_prompt(server, name):
     """The PNG shows exactly the prompt's objects (colour, shape, size, position, count) on its canvas."""
-    from comfy_lumina_mgpt.world import parse_caption, score_text_to_image
+    from lumina_world import parse_caption, score_text_to_image
 
     from comfy_lumina_mgpt import sizes
     from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle

@@ -57,7 +57,7 @@ def test_readme_install_and_weights_steps_work_as_written(tmp_path, session_hub,
     pack = comfy / "custom_nodes" / harness.PACK_NAME
     assert (pack / "__init__.py").is_file()
 
-    # "python -m comfy_lumina_mgpt download ..." from the pack's folder, against the local hub
+    # "python -m lumina_tools download ..." from the pack's folder, against the local hub
     tokenizer_release = tmp_path / "hub-tokenizer"
     tokenizer_release.mkdir()
     for name in TOKENIZER_FILES:

@@ -26,7 +26,7 @@ def test_int8_loader_draws_the_unquantized_picture(server):
     """Same workflow, same seed (greedy decoding), dtype fp32, quant none vs int8: the world analyser scores
     both pictures perfect for their prompt, and at least 99 % of their pixels are equal (a different image
     token would change a whole 8x8 patch; the 64x48 picture has 48 of them)."""
-    from comfy_lumina_mgpt.world import parse_caption, score_text_to_image
+    from lumina_world import parse_caption, score_text_to_image
 
     graph = reseed(load_workflow("text_to_image"))
     loader = next(n for n in graph.values() if n["class_type"] == "LuminaMGPTModelLoader")

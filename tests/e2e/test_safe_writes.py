@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from comfy_lumina_mgpt.world import write_folder_dataset
+from lumina_world import write_folder_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "models" / "lumina_mgpt" / "lumina-mgpt-world"
@@ -184,7 +184,7 @@ def test_train_command_resume_passes_over_a_nan_checkpoint(server, demo_model, t
     config.write_text(f"model_dir: {demo_model}\ndata: {server.input_dir / 'safe_writes_t2i'}\noutput_dir: {out}\n"
                       "target_size: 64\nmax_steps: 2\nbatch_size: 2\nsave_every: 1\nkeep_last: 3\n"
                       "lora:\n  rank: 2\nlr: 1.0e-3\ngradient_checkpointing: false\n")
-    command = [sys.executable, "-m", "comfy_lumina_mgpt", "train", "--config", str(config)]
+    command = [sys.executable, "-m", "lumina_tools", "train", "--config", str(config)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfy_lumina_mgpt.world import write_folder_dataset
+from lumina_world import write_folder_dataset
 
 # The random demo model: its samples change with any weight change. The trained world model already draws
 # the world's pictures with near-zero loss, so a 12-step LoRA may leave its samples as they were.

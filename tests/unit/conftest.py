@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from comfy_lumina_mgpt.vocab_builder import build_chameleon_tokenizer
+from lumina_world.tokenizer_builder import build_chameleon_tokenizer
 
 CORPUS = [
     "Generate an image of 768x768 according to the following prompt:\na cat",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfy_lumina_mgpt.evaluation import (BUNDLED_LEVELS, DEFAULT_MODEL, IMAGE_ANSWER_SUITES, SUITES, main,
+from lumina_world.benchmark import (BUNDLED_LEVELS, DEFAULT_MODEL, IMAGE_ANSWER_SUITES, SUITES, main,
                                           missed_levels)
 
 #: The shipped VQGAN must draw exactly right answer codes back at least this well on every image task (it
@@ -23,7 +23,7 @@ def test_missed_levels_names_each_suite_under_its_level():
 
 @pytest.mark.slow
 def test_bundled_model_meets_every_stated_level(capsys):
-    """``python -m comfy_lumina_mgpt eval --suite world`` on the shipped weights (about a minute on one core):
+    """``python -m lumina_tools eval --suite world`` on the shipped weights (about a minute on one core):
     every suite at or above its stated level, and the command says so; the shipped VQGAN's decoder
     ceilings (reported because the folder carries its patch alphabet) over ``DECODER_CEILING_LEVEL``."""
     assert (DEFAULT_MODEL / "model.safetensors").is_file(), "the bundled model is missing"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from comfy_lumina_mgpt.__main__ import main
-from comfy_lumina_mgpt.demo_model import write_demo_model
+from lumina_tools.__main__ import main
+from lumina_tools.demo_model import write_demo_model
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_lumina_mgpt.client import apply_overrides, find_node, parse_set
+from lumina_tools.client import apply_overrides, find_node, parse_set
 
 WORKFLOW = json.loads((Path(__file__).resolve().parents[2] / "workflows/api/text_to_image.json").read_text())
 

@@ -1,4 +1,4 @@
-"""``python -m comfy_lumina_mgpt download``, end to end against a local server in the hub's file layout.
+"""``python -m lumina_tools download``, end to end against a local server in the hub's file layout.
 
 The command runs as users run it (a subprocess, ``HF_ENDPOINT`` pointing at the server); the release served is
 a tiny model written in the official sharded layout under the name ``Alpha-VLLM/Lumina-mGPT-7B-768``.
@@ -48,7 +48,7 @@ def run_download(hub, models: Path, *args: str, **env_extra: str) -> subprocess.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     env.update(HF_ENDPOINT=hub.url, HF_HOME=str(models.parent / "hf-home"), PYTHONPATH=str(REPO_ROOT),
                **env_extra)
-    return subprocess.run([sys.executable, "-m", "comfy_lumina_mgpt", "download", *args, "--models-dir",
+    return subprocess.run([sys.executable, "-m", "lumina_tools", "download", *args, "--models-dir",
                            str(models)], capture_output=True, text=True, env=env, timeout=120)
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from comfy_lumina_mgpt import hostile_files as hostile
+from lumina_tools import hostile_files as hostile
 from comfy_lumina_mgpt.config import ModelConfig
-from comfy_lumina_mgpt.demo_model import demo_vqgan_config, write_demo_model
+from lumina_tools.demo_model import demo_vqgan_config, write_demo_model
 from comfy_lumina_mgpt.file_checks import check_zip_checkpoint, confined_child, safetensors_header
 from comfy_lumina_mgpt.model.loading import load_model
 from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle

@@ -21,7 +21,7 @@ from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER, TASKS
 from comfy_lumina_mgpt.tokenizer import TextTokenizer
 from comfy_lumina_mgpt.training.data import SourceItem, encode_item
 from comfy_lumina_mgpt.vqgan import VQGAN, VQGANConfig
-from comfy_lumina_mgpt.vocab_builder import image_token_name
+from lumina_world.tokenizer_builder import image_token_name
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "models" / "lumina_mgpt" / "lumina-mgpt-world"

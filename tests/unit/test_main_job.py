@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from comfy_lumina_mgpt.world import parse_caption, render_image
+from lumina_world import parse_caption, render_image
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -219,7 +219,7 @@ def world_sequences(model: LuminaMGPT) -> list[list[int]]:
     from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle, text_to_image_prompt
     from comfy_lumina_mgpt.sampling.generate import generate
     from comfy_lumina_mgpt.sampling.settings import SamplerConfig
-    from comfy_lumina_mgpt.world.scene import caption, sample_scene
+    from lumina_world.scene import caption, sample_scene
 
     bundle = load_tokenizer_bundle(WORLD)
     seqs = []

@@ -139,7 +139,7 @@ def test_run_folders_get_a_unique_suffix(tmp_path):
 
 
 def test_demo_model_command_refuses_an_existing_folder(tmp_path, capsys):
-    from comfy_lumina_mgpt.demo_model import main
+    from lumina_tools.demo_model import main
 
     folder = model_folder_with_foreign_files(tmp_path / "demo")
     before = digest(folder)
@@ -158,7 +158,7 @@ def train_yaml(tmp_path_factory):
     """A demo model, three captioned pictures and a two-step LoRA config writing to ``<dir>/run``."""
     from PIL import Image
 
-    from comfy_lumina_mgpt.demo_model import write_demo_model
+    from lumina_tools.demo_model import write_demo_model
 
     root = tmp_path_factory.mktemp("train_cli")
     model = write_demo_model(root / "demo", dim=32)
@@ -175,7 +175,7 @@ def train_yaml(tmp_path_factory):
 
 
 def test_train_command_refuses_an_earlier_run_and_overwrite_moves_it_aside(train_yaml, capsys):
-    from comfy_lumina_mgpt.training import cli
+    from lumina_tools import train as cli
 
     out = train_yaml.parent / "run"
     assert cli.main(["--config", str(train_yaml)]) == 0
@@ -195,7 +195,7 @@ def test_train_command_resume_past_nan_checkpoint_then_stops_clearly(train_yaml,
     from safetensors.torch import load_file, save_file
 
     from comfy_lumina_mgpt.training import checkpoint as ckpt
-    from comfy_lumina_mgpt.training import cli
+    from lumina_tools import train as cli
 
     config = tmp_path / "train.yaml"
     config.write_text(train_yaml.read_text().replace(str(train_yaml.parent / "run"), str(tmp_path / "run")))

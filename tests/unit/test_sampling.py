@@ -196,7 +196,7 @@ def test_bench_sample_reports_ours_baseline_and_floor(capsys):
     derives the two ratios from what it measured (figures are reported, never asserted as limits)."""
     import json
 
-    from comfy_lumina_mgpt import bench
+    from lumina_tools import bench
 
     assert bench.main(["--sample", "--config", "tiny", "--image", "64x64", "--max-steps", "8",
                        "--device", "cpu", "--json"]) == 0
@@ -210,7 +210,7 @@ def test_bench_sample_reports_ours_baseline_and_floor(capsys):
 
 
 def test_bench_table_names_every_figure(capsys):
-    from comfy_lumina_mgpt import bench
+    from lumina_tools import bench
 
     assert bench.main(["--config", "tiny", "--image", "64x64", "--max-steps", "4", "--device", "cpu",
                        "--no-baseline", "--jacobi-window", "4"]) == 0

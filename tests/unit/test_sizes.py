@@ -7,9 +7,10 @@ import json
 import pytest
 
 from comfy_lumina_mgpt import sizes, unirep
-from comfy_lumina_mgpt.world.scene import WORLD_SIZES
+from lumina_world.scene import WORLD_SIZES
 
-WORLD = sizes.ModelLayout("lumina-mgpt-world", world=True, max_seq_len=1024)
+WORLD = sizes.ModelLayout("lumina-mgpt-world", max_seq_len=1024, canvas_sizes=tuple(WORLD_SIZES),
+                          default_size=(64, 48))
 
 
 def official(family: int, name: str | None = None) -> sizes.ModelSizes:
@@ -21,10 +22,13 @@ def test_layout_is_read_from_config_and_folder_name(tmp_path):
     folder = tmp_path / "Lumina-mGPT-34B-512"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"max_position_embeddings": 4096}))
-    assert sizes.read_layout(folder) == sizes.ModelLayout("Lumina-mGPT-34B-512", 512, False, 4096)
+    assert sizes.read_layout(folder) == sizes.ModelLayout("Lumina-mGPT-34B-512", 512, 4096)
     assert sizes.layout_from_config("Lumina-mGPT-7B-768-Omni", {}).family == 768
     assert sizes.layout_from_config("my-model-17680", {}).family is None  # digits inside a number do not count
-    assert sizes.layout_from_config("world-768", {"world_model": True}).world
+    listed = sizes.layout_from_config("world-768", {"canvas_sizes": [[48, 32]], "default_size": [48, 32]})
+    assert listed.family is None and listed.canvas_sizes == ((48, 32),) and listed.default_size == (48, 32)
+    with pytest.raises(ValueError, match="canvas_sizes must be a list of"):
+        sizes.layout_from_config("m", {"canvas_sizes": [48, 32]})
 
 
 def test_world_model_draws_exactly_its_canvas_sizes():

@@ -382,7 +382,7 @@ def test_optimizer_state_roundtrip():
 # --- data pipeline on real files --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def demo_folder(tmp_path_factory):
-    from comfy_lumina_mgpt.demo_model import write_demo_model
+    from lumina_tools.demo_model import write_demo_model
 
     return write_demo_model(tmp_path_factory.mktemp("demo") / "lumina-mgpt-demo", dim=32)
 
@@ -476,7 +476,7 @@ def test_conversation_json_dataset(tmp_path, bundle):
 
 
 def test_cli_trains_and_resumes(tmp_path, demo_folder):
-    from comfy_lumina_mgpt.training import cli
+    from lumina_tools import train as cli
 
     data = tmp_path / "images"
     data.mkdir()
@@ -517,7 +517,7 @@ def test_loss_curve_image():
 
 
 def test_bench_train_runs(capsys):
-    from comfy_lumina_mgpt import bench
+    from lumina_tools import bench
 
     assert bench.main(["--train", "--steps", "1", "--dim", "32", "--layers", "1", "--seq-len", "16",
                        "--vocab", "64", "--device", "cpu"]) == 0

@@ -10,7 +10,7 @@ import torch
 from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER
 from comfy_lumina_mgpt.tokenizer import TextTokenizer
 from comfy_lumina_mgpt.vocab import LuminaVocab, image_name_to_code
-from comfy_lumina_mgpt.vocab_builder import build_chameleon_tokenizer, image_token_name
+from lumina_world.tokenizer_builder import build_chameleon_tokenizer, image_token_name
 
 
 def test_official_ids_pinned(official_tokenizer):

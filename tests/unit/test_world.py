@@ -12,12 +12,11 @@ import pytest
 from PIL import Image, ImageFilter
 
 from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER
-from comfy_lumina_mgpt.world.scene import CELL, Scene, nearest_position, place
-from comfy_lumina_mgpt.world import (
+from lumina_world.scene import CELL, Scene, nearest_position, place
+from lumina_world import (
     COLOURS,
     SHAPES,
     WORLD_SIZES,
-    WORLD_TASKS,
     caption,
     depth_error,
     detect_objects,
@@ -27,7 +26,6 @@ from comfy_lumina_mgpt.world import (
     edit_score,
     multiview_consistency,
     normals_error,
-    read_jsonl,
     render_depth,
     render_detection,
     render_image,
@@ -40,10 +38,10 @@ from comfy_lumina_mgpt.world import (
     segmentation_iou,
     summarise_scores,
     vqa_accuracy,
-    write_world_dataset,
 )
-from comfy_lumina_mgpt.world.cli import main as world_main
-from comfy_lumina_mgpt.world.scene import WorldObject, label_components, label_components_numpy, label_map
+from lumina_world.dataset import WORLD_TASKS, read_jsonl, write_world_dataset
+from lumina_world.cli import main as world_main
+from lumina_world.scene import WorldObject, label_components, label_components_numpy, label_map
 
 SCENES = [sample_scene(random.Random(i)) for i in range(50)]
 
@@ -150,7 +148,7 @@ def test_objects_sit_on_the_grid_nearest_their_anchor():
 
 
 def _full_area(o: WorldObject, s) -> int:
-    from comfy_lumina_mgpt.world.scene import shape_mask
+    from lumina_world.scene import shape_mask
 
     return int(shape_mask(o.shape, o.cx, o.cy, o.radius, s.width, s.height).sum())
 
@@ -188,7 +186,7 @@ def test_dense_metrics():
     assert segmentation_iou(shifted, seg) < 0.8
     assert depth_error(render_depth(s), render_depth(s)) == 0.0
     assert depth_error(Image.new("RGB", s.size), render_depth(s)) > 0.0
-    from comfy_lumina_mgpt.world import depth_accuracy
+    from lumina_world import depth_accuracy
 
     assert depth_accuracy(render_depth(s), render_depth(s)) == 1.0
     assert depth_accuracy(Image.new("RGB", s.size), render_depth(s)) == 0.0  # a blank map scores nothing
@@ -197,7 +195,7 @@ def test_dense_metrics():
     assert 0.0 < depth_accuracy(swapped, render_depth(s)) < 1.0
     assert normals_error(render_normals(s), render_normals(s)) < 1e-3
     assert normals_error(Image.new("RGB", s.size, (128, 128, 255)), render_normals(s)) > 5.0
-    from comfy_lumina_mgpt.world import pose_f1, render_pose
+    from lumina_world import pose_f1, render_pose
 
     pose = render_pose(s)
     assert pose_f1(pose, pose) == 1.0
@@ -265,7 +263,7 @@ def test_records_round_trip_through_json(tmp_path):
 
 
 def test_captions_parse_back_into_their_scenes():
-    from comfy_lumina_mgpt.world import parse_caption
+    from lumina_world import parse_caption
 
     for s in SCENES:
         assert parse_caption(caption(s), s.width, s.height) == s
@@ -276,7 +274,7 @@ def test_captions_parse_back_into_their_scenes():
 
 
 def test_caption_matches_any_order_except_where_objects_overlap():
-    from comfy_lumina_mgpt.world import caption_matches
+    from lumina_world import caption_matches
 
     apart = next(s for s in SCENES if len(s.objects) >= 2 and not any(
         a.bbox[0] <= b.bbox[2] and b.bbox[0] <= a.bbox[2] and a.bbox[1] <= b.bbox[3] and b.bbox[1] <= a.bbox[3]

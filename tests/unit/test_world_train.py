@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from comfy_lumina_mgpt.evaluation import IMAGE_ANSWER_SUITES, SUITES, evaluate_world, format_table
-from comfy_lumina_mgpt.evaluation import main as eval_main
+from lumina_world.benchmark import IMAGE_ANSWER_SUITES, SUITES, evaluate_world, format_table
+from lumina_world.benchmark import main as eval_main
 from comfy_lumina_mgpt.model.loading import load_model
 from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle
-from comfy_lumina_mgpt.world.train import MAX_GRID, WorldTrainConfig, run
+from lumina_world.train import MAX_GRID, WorldTrainConfig, run
 
 
 def tiny_config(tmp_path) -> WorldTrainConfig:
@@ -53,7 +53,7 @@ def test_world_train_writes_a_loadable_folder(trained_folder):
 
 
 def test_curriculum_needs_a_second_cycle_and_cli_can_turn_it_off(tmp_path):
-    from comfy_lumina_mgpt.world.cli import build_parser
+    from lumina_world.cli import build_parser
 
     with pytest.raises(ValueError, match="lm_extra_steps"):
         WorldTrainConfig(lm_extra_steps=0)
@@ -66,7 +66,7 @@ def test_curriculum_needs_a_second_cycle_and_cli_can_turn_it_off(tmp_path):
 def test_third_cycle_draws_fresh_scenes_weighted_to_the_omni_tasks():
     from collections import Counter
 
-    from comfy_lumina_mgpt.world.train import omni_cycle_conversations, world_conversations
+    from lumina_world.train import omni_cycle_conversations, world_conversations
 
     cfg = WorldTrainConfig(t2i_scenes=30, omni_scenes=10, omni_cycle_scenes=60)
     earlier = {turns[0] + turns[1] for _, turns, _ in world_conversations(cfg)}
@@ -176,8 +176,8 @@ def test_eval_rejects_unknown_suite(trained_folder):
 def test_patch_alphabet_ranks_patches_and_labels_them():
     from PIL import Image
 
-    from comfy_lumina_mgpt.world import render_image, sample_scene
-    from comfy_lumina_mgpt.world.vq_train import patch_alphabet, patch_labels, snap_codes
+    from lumina_world import render_image, sample_scene
+    from lumina_world.vq_train import patch_alphabet, patch_labels, snap_codes
 
     images = [render_image(sample_scene(i)) for i in range(20)]
     alphabet = patch_alphabet(images, 8, size=16)

@@ -1,8 +1,8 @@
-"""``python -m comfy_lumina_mgpt world ...``: the synthetic world from the command line.
+"""``python -m lumina_tools world ...``: the synthetic world from the command line.
 
-    python -m comfy_lumina_mgpt world generate --out data/world --scenes 2000 --seed 0
-    python -m comfy_lumina_mgpt world generate --out data/world-t2i --scenes 2000 --seed 0 --folder-mode
-    python -m comfy_lumina_mgpt world train        # the bundled model, models/lumina_mgpt/lumina-mgpt-world
+    python -m lumina_tools world generate --out data/world --scenes 2000 --seed 0
+    python -m lumina_tools world generate --out data/world-t2i --scenes 2000 --seed 0 --folder-mode
+    python -m lumina_tools world train        # the bundled model, models/lumina_mgpt/lumina-mgpt-world
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .dataset import WORLD_TASKS, write_folder_dataset, write_world_dataset
+from .dataset import WORLD_TASKS, write_world_dataset
+from .folder_dataset import write_folder_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m comfy_lumina_mgpt world", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lumina_tools world", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="write the world dataset (PNGs + conversation JSONL)")

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 #: Candidate canvas sizes (width, height); multiples of 16 px.
 WORLD_SIZES: list[tuple[int, int]] = [(48, 48), (64, 32), (32, 64), (64, 48), (48, 64), (80, 48), (48, 80)]
+DEFAULT_CANVAS = (64, 48)  # the main job's size
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 #: World colours (RGB), defined once; pairwise distances >= 170 so nearest-colour matching is safe.
 COLOUR_RGB: dict[str, tuple[int, int, int]] = {

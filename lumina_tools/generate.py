@@ -1,6 +1,6 @@
-"""``python -m comfy_lumina_mgpt generate``: text-to-image (or any prompt) without ComfyUI.
+"""``python -m lumina_tools generate``: text-to-image (or any prompt) without ComfyUI.
 
-    python -m comfy_lumina_mgpt generate --model models/lumina_mgpt/Lumina-mGPT-7B-768 \\
+    python -m lumina_tools generate --model models/lumina_mgpt/Lumina-mGPT-7B-768 \\
         --tokenizer models/lumina_mgpt/chameleon-tokenizer --prompt "a dog in the snow" --size 768x768 \\
         --seed 1 --out dog.png
 """
@@ -14,17 +14,17 @@ from pathlib import Path
 
 import torch
 
-from . import conversation, limits, pipeline
-from .checks import number_problem, require, text_problem
-from .model.loading import load_model
-from .model.quant import QUANT_MODES
-from .preprocess import tensor_to_pil
-from .sampling.generate import generate
-from .sampling.settings import SamplerConfig
+from comfy_lumina_mgpt import conversation, limits, pipeline
+from comfy_lumina_mgpt.checks import number_problem, require, text_problem
+from comfy_lumina_mgpt.model.loading import load_model
+from comfy_lumina_mgpt.model.quant import QUANT_MODES
+from comfy_lumina_mgpt.preprocess import tensor_to_pil
+from comfy_lumina_mgpt.sampling.generate import generate
+from comfy_lumina_mgpt.sampling.settings import SamplerConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m comfy_lumina_mgpt generate", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lumina_tools generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, type=Path, help="checkpoint folder (config.json + safetensors)")
     p.add_argument("--tokenizer", type=Path, help="folder with tokenizer.json and vqgan files (default: --model)")

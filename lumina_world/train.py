@@ -1,6 +1,6 @@
 """Train the pack's bundled small model on the synthetic world, from nothing, on a CPU.
 
-    python -m comfy_lumina_mgpt world train [--out models/lumina_mgpt/lumina-mgpt-world] [--work runs/world]
+    python -m lumina_tools world train [--out models/lumina_mgpt/lumina-mgpt-world] [--work runs/world]
 
 Three stages, each resumable from ``--work`` (a finished stage is reused, so a second run continues):
 
@@ -43,18 +43,19 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..atomic import atomic_folder
-from ..config import ModelConfig
-from ..model.chameleon import LuminaMGPT
-from ..model.loading import is_weights_file, load_model, write_model_files
-from ..pipeline import TokenizerBundle
-from ..tasks import TASKS
-from ..training.loop import is_weight_matrix
-from ..tokenizer import TextTokenizer
-from ..vocab_builder import build_chameleon_tokenizer
-from ..vqgan import VQGAN, find_vqgan_files, load_vqgan, save_vqgan
-from .dataset import WORLD_TASKS, _rng, scene_examples
-from .scene import COLOURS, POSITIONS, SHAPES, SIZES, WORLD_SIZES, caption, sample_scene, vqa_pairs
+from comfy_lumina_mgpt.atomic import atomic_folder
+from comfy_lumina_mgpt.config import ModelConfig
+from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
+from comfy_lumina_mgpt.model.loading import is_weights_file, load_model, write_model_files
+from comfy_lumina_mgpt.pipeline import TokenizerBundle
+from comfy_lumina_mgpt.tasks import TASKS
+from comfy_lumina_mgpt.training.loop import is_weight_matrix
+from comfy_lumina_mgpt.tokenizer import TextTokenizer
+from .tokenizer_builder import build_chameleon_tokenizer
+from comfy_lumina_mgpt.vqgan import VQGAN, find_vqgan_files, load_vqgan, save_vqgan
+from .dataset import WORLD_TASKS, scene_examples
+from .folder_dataset import scene_rng
+from .scene import COLOURS, DEFAULT_CANVAS, POSITIONS, SHAPES, SIZES, WORLD_SIZES, caption, sample_scene, vqa_pairs
 from .train_config import (DEFAULT_OUT, DEFAULT_WORK, MAX_GRID, OMNI_CYCLE_WEIGHTS, TASK_WEIGHTS, LogFn,
                            WorldTrainConfig)
 from .vq_train import (ALPHABET_FILE, encode_pil, load_alphabet, polish_decoder, reconstruction_accuracy,
@@ -101,7 +102,7 @@ TaskConversation = tuple[str, list[str], list[Image.Image]]
 
 
 def _scene_conversations(seed: int, index: int, tasks: Sequence[str]) -> list[TaskConversation]:
-    scene = sample_scene(_rng(seed, index, "scene"))
+    scene = sample_scene(scene_rng(seed, index, "scene"))
     exs, imgs, _ = scene_examples(scene, seed, index, tasks)
     return [(ex.task, [ex.human, ex.gpt], [imgs[n] for n in ex.images]) for ex in exs]
 
@@ -150,8 +151,8 @@ def tokenize_conversations(convs: Sequence[TaskConversation], bundle: TokenizerB
     Input images keep the encoder's codes (what the pipeline gives at inference); answer images are snapped
     to ``alphabet`` (``snap_codes``) when given.
     """
-    from ..tasks import IMAGE_PLACEHOLDER
-    from ..conversation import build_training_example
+    from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER
+    from comfy_lumina_mgpt.conversation import build_training_example
 
     unique: dict[int, Image.Image] = {}
     for _, _, ims in convs:
@@ -179,7 +180,10 @@ def world_lm_config(cfg: WorldTrainConfig, vocab_size: int) -> ModelConfig:
                        intermediate_size=cfg.lm_dim * 8 // 3 // 32 * 32, n_layers=cfg.lm_layers,
                        n_heads=cfg.lm_heads, n_kv_heads=cfg.lm_heads, max_seq_len=1024,
                        qk_norm_rows=1, extra={"mask_image_logits": False, "z_loss_weight": 1e-5,
-                                              "dropout": 0.0, "world_model": True})
+                                              "dropout": 0.0,
+                                              # the engine draws exactly these (comfy_lumina_mgpt.sizes)
+                                              "canvas_sizes": [list(s) for s in WORLD_SIZES],
+                                              "default_size": list(DEFAULT_CANVAS)})
 
 
 def init_lm(cfg: WorldTrainConfig, vocab_size: int) -> LuminaMGPT:
@@ -247,7 +251,7 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
     log(f"{len(ids)} training sequences ({dict(Counter(buckets))}), {sum(map(len, ids))} tokens, "
         f"tokenised in {time.perf_counter() - t1:.0f}s")
 
-    from ..training import TokenDataset, TrainConfig, train
+    from comfy_lumina_mgpt.training import TokenDataset, TrainConfig, train
 
     dataset = TokenDataset.from_sequences(ids, labels, buckets=None, vocab=vocab)
     first_dataset = dataset
@@ -316,7 +320,7 @@ def _polished_vqgan(vq: VQGAN, alphabet: dict[bytes, int], cfg: WorldTrainConfig
                     log: LogFn) -> VQGAN:
     """``vq`` after ``polish_decoder``, reused from ``folder`` when a finished run left it there; the
     decoder's ceilings before and after go to the log and ``folder/DONE``."""
-    from ..evaluation import decoder_ceilings
+    from .benchmark import decoder_ceilings
 
     if (folder / "DONE").is_file():
         log(f"reusing the polished VQGAN in {folder}")

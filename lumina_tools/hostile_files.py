@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .vocab import IMAGE_PREFIX
+from comfy_lumina_mgpt.vocab import IMAGE_PREFIX
 
 
 def copy_folder(src: str | Path, dst: str | Path) -> Path:

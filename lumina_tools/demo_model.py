@@ -3,7 +3,7 @@
 Used by the tests and by the README's main job until the bundled trained model exists: it proves the whole
 path (files, loaders, sampler, decoder, ComfyUI) without any download. Its pictures are noise.
 
-    python -m comfy_lumina_mgpt demo-model models/lumina_mgpt/lumina-mgpt-demo
+    python -m lumina_tools demo-model models/lumina_mgpt/lumina-mgpt-demo
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig
-from .model.chameleon import LuminaMGPT
-from .atomic import atomic_folder, check_writable
-from .model.loading import is_weights_file, write_model_files
-from .vocab_builder import build_chameleon_tokenizer
-from .vqgan import VQGAN, VQGANConfig, save_vqgan
+from comfy_lumina_mgpt.config import ModelConfig
+from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
+from comfy_lumina_mgpt.atomic import atomic_folder, check_writable
+from comfy_lumina_mgpt.model.loading import is_weights_file, write_model_files
+from lumina_world.tokenizer_builder import build_chameleon_tokenizer
+from comfy_lumina_mgpt.vqgan import VQGAN, VQGANConfig, save_vqgan
 
 CORPUS = [
     "Generate an image of 64x64 according to the following prompt:",
@@ -49,7 +49,7 @@ def write_demo_model(folder: str | Path, *, seed: int = 0, dim: int = 64, n_laye
     tok_path = build_chameleon_tokenizer(staging / "tokenizer.json", num_codes=vq_cfg.n_embed, max_grid=16,
                                          text_corpus=CORPUS, text_vocab_size=300, official_layout=False)
     tokenizer_json = Path(tok_path).read_text(encoding="utf-8")
-    from .tokenizer import TextTokenizer
+    from comfy_lumina_mgpt.tokenizer import TextTokenizer
 
     vocab = TextTokenizer.from_file(tok_path).vocab
     cfg = ModelConfig(vocab_size=vocab.vocab_size, dim=dim, intermediate_size=2 * dim, n_layers=n_layers,
@@ -69,7 +69,7 @@ def write_demo_model(folder: str | Path, *, seed: int = 0, dim: int = 64, n_laye
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m comfy_lumina_mgpt demo-model", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lumina_tools demo-model", description=__doc__)
     parser.add_argument("folder", type=Path, help="where to write the model folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true",

@@ -1,6 +1,6 @@
 """Run an API-format workflow on a ComfyUI server, headless, and download the images it saves.
 
-    python -m comfy_lumina_mgpt run-workflow workflows/api/text_to_image.json \\
+    python -m lumina_tools run-workflow workflows/api/text_to_image.json \\
         --server http://127.0.0.1:8188 --set prompt.prompt="a red circle on the left" \\
         --set sampler.seed=7 --out out/
 
@@ -318,7 +318,11 @@ def run_workflow(workflow: dict, server: str, out_dir: Path, overrides: dict[str
     Raises ``WorkflowError`` when the server rejects the graph (400: the node errors, readable) or a node
     fails (node id, node type and the exception message). Returns the saved paths, in node-id order.
     """
-    import websocket  # websocket-client
+    try:
+        import websocket  # websocket-client: a tools dependency (requirements-dev.txt), not the pack's
+    except ImportError:
+        raise WorkflowError("run-workflow needs the websocket-client package: python -m pip install "
+                            "websocket-client") from None
 
     if not isinstance(workflow, dict) or not workflow:
         raise ValueError("the workflow must be a non-empty JSON object in API format")
@@ -360,7 +364,7 @@ def run_workflow(workflow: dict, server: str, out_dir: Path, overrides: dict[str
 
 # ---------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m comfy_lumina_mgpt run-workflow", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lumina_tools run-workflow", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workflow", type=Path, help="API-format workflow JSON")
     parser.add_argument("--server", default=DEFAULT_SERVER, help=f"ComfyUI URL (default {DEFAULT_SERVER})")

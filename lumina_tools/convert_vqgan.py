@@ -1,4 +1,4 @@
-"""``python -m comfy_lumina_mgpt convert-vqgan vqgan.ckpt [out.safetensors]``.
+"""``python -m lumina_tools convert-vqgan vqgan.ckpt [out.safetensors]``.
 
 Reads Meta's Lightning-style ``vqgan.ckpt`` without executing pickled code and writes its tensors as
 ``vqgan.safetensors`` beside it (the loaders prefer that file).
@@ -10,11 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .vqgan import convert_ckpt_to_safetensors
+from comfy_lumina_mgpt.vqgan import convert_ckpt_to_safetensors
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m comfy_lumina_mgpt convert-vqgan", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lumina_tools convert-vqgan", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("ckpt", type=Path, help="vqgan.ckpt (or any .ckpt/.pt/.pth with a state_dict)")
     parser.add_argument("out", type=Path, nargs="?", help="output .safetensors (default: beside the input)")

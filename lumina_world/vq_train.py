@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ..preprocess import pil_to_tensor
-from ..vqgan import VQGAN, VQGANConfig, save_vqgan
+from comfy_lumina_mgpt.preprocess import pil_to_tensor
+from comfy_lumina_mgpt.vqgan import VQGAN, VQGANConfig, save_vqgan
 from .analyser import score_text_to_image
 from .dataset import scene_examples
 from .render import CONDITION_KINDS, render_condition, render_detection, render_image, render_multiview

@@ -1,6 +1,6 @@
-"""``python -m comfy_lumina_mgpt eval --suite world``: the quality benchmark on the synthetic world.
+"""``python -m lumina_tools eval --suite world``: the quality benchmark on the synthetic world.
 
-    python -m comfy_lumina_mgpt eval --suite world [--model DIR] [--json] [--n 100] [--n-omni 40] [--seed 0]
+    python -m lumina_tools eval --suite world [--model DIR] [--json] [--n 100] [--n-omni 40] [--seed 0]
 
 A fixed prompt set (scenes drawn from ``seed``, disjoint from the training scenes) and fixed sampling seeds;
 every picture is read back by the deterministic pixel analyser (``world.analyser``), no learned judge.
@@ -51,11 +51,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import conversation, unirep
-from .pipeline import TokenizerBundle, decode_codes, image_codes, load_tokenizer_bundle
-from .sampling.generate import generate
-from .sampling.settings import SamplerConfig
-from .tasks import IMAGE_PLACEHOLDER, TEXT_TO_IMAGE
+from comfy_lumina_mgpt import conversation, unirep
+from comfy_lumina_mgpt.pipeline import TokenizerBundle, decode_codes, image_codes, load_tokenizer_bundle
+from comfy_lumina_mgpt.sampling.generate import generate
+from comfy_lumina_mgpt.sampling.settings import SamplerConfig
+from comfy_lumina_mgpt.model.loading import load_model
+from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER, TEXT_TO_IMAGE
+
+from . import analyser, render, scene as world_scene
+from .dataset import scene_examples
+from .vq_train import ALPHABET_FILE, encode_pil, load_alphabet, snap_codes
 
 logger = logging.getLogger(__name__)
 
@@ -90,19 +95,12 @@ class EvalSettings:
     jacobi_window: int = 0
 
 
-def _world():
-    from . import world
-
-    return world
-
-
 def _to_array(img: torch.Tensor) -> np.ndarray:
     """``[1, 3, H, W]`` in [-1, 1] -> ``[H, W, 3]`` uint8."""
     return ((img[0].float().cpu().clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy().astype(np.uint8)
 
 
 def _encode(bundle: TokenizerBundle, images: Sequence[Image.Image]) -> list[torch.Tensor]:
-    from .world.vq_train import encode_pil
 
     return encode_pil(bundle.vqgan, images)
 
@@ -155,11 +153,10 @@ def _sampler(settings: EvalSettings, images: int) -> SamplerConfig:
 def eval_text_to_image(model, bundle: TokenizerBundle, n: int, seed: int, settings: EvalSettings,
                        examples: list[dict] | None = None) -> dict[str, float]:
     """GenEval-style scores of ``n`` prompts (1..4 objects in turn) at their requested sizes."""
-    w = _world()
-    scenes = [w.sample_scene(random.Random(f"lumina-world-eval:{seed}:t2i:{i}"), n_objects=1 + i % 4)
+    scenes = [world_scene.sample_scene(random.Random(f"lumina-world-eval:{seed}:t2i:{i}"), n_objects=1 + i % 4)
               for i in range(n)]
     prompts = [conversation.build_prompt_ids(bundle.text, [TEXT_TO_IMAGE.message(
-        w.caption(s), width=s.width, height=s.height)]) for s in scenes]
+        world_scene.caption(s), width=s.width, height=s.height)]) for s in scenes]
     stats: dict[str, int] = {}
     # batches of one requested size, so their rows draw grids of one size side by side (what SJD needs)
     tokens = _run_prompts(model, bundle, prompts, _sampler(settings, 1), [None] * n, seed, settings.batch, stats,
@@ -168,10 +165,10 @@ def eval_text_to_image(model, bundle: TokenizerBundle, n: int, seed: int, settin
     for i, (scene, toks) in enumerate(zip(scenes, tokens)):
         imgs = _images_of(bundle, toks)
         if examples is not None and i < 4:  # the first prompt of each object count, as generated
-            examples.append({"suite": "text_to_image", "prompt": w.caption(scene),
+            examples.append({"suite": "text_to_image", "prompt": world_scene.caption(scene),
                              "size": f"{scene.width}x{scene.height}",
                              "images": {"generated": imgs[0] if imgs else None,
-                                        "world": np.asarray(w.render_image(scene))}})
+                                        "world": np.asarray(render.render_image(scene))}})
         if not imgs:
             s = {k: 0.0 for k in ("aspect_ratio", "counting", "colour_attribution", "position", "size",
                                   "overall")}
@@ -179,20 +176,18 @@ def eval_text_to_image(model, bundle: TokenizerBundle, n: int, seed: int, settin
                 s["single_object" if len(scene.objects) == 1 else "two_objects"] = 0.0
             scores.append(s)
         else:
-            scores.append(w.score_text_to_image(imgs[0], scene))
-    summary = w.summarise_scores(scores)
+            scores.append(analyser.score_text_to_image(imgs[0], scene))
+    summary = analyser.summarise_scores(scores)
     return {**{k: summary[k] for k in T2I_SUBSCORES if k in summary}, "overall": summary["overall"],
             "count": float(n), "forwards_per_prompt": stats["forwards"] / n}
 
 
 def _omni_items(task: str, n: int, seed: int):
     """``(scene, example, images, truth)`` of ``n`` eval scenes for one task (``scene_examples``)."""
-    from .world.dataset import scene_examples
 
-    w = _world()
     items = []
     for i in range(n):
-        scene = w.sample_scene(random.Random(f"lumina-world-eval:{seed}:{task}:{i}"))
+        scene = world_scene.sample_scene(random.Random(f"lumina-world-eval:{seed}:{task}:{i}"))
         exs, imgs, truth = scene_examples(scene, seed + 7919, 10**6 + i, (task,))
         items.append((scene, exs[0], imgs, truth))
     return items
@@ -201,7 +196,6 @@ def _omni_items(task: str, n: int, seed: int):
 def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, settings: EvalSettings,
               examples: list[dict] | None = None) -> dict[str, float]:
     """Scores of one Omni task on ``n`` eval scenes (see the module docstring for the metrics)."""
-    w = _world()
     items = _omni_items(task, n, seed)
     prompts, force, answers_n = [], [], []
     for scene, ex, imgs, _ in items:
@@ -234,11 +228,11 @@ def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, sett
         else:
             text, _ = conversation.split_response(toks, bundle.text)
             if task == "vqa":
-                right = w.normalise_answer(text) == w.normalise_answer(truth["vqa"]["answer"])
+                right = analyser.normalise_answer(text) == analyser.normalise_answer(truth["vqa"]["answer"])
                 add("accuracy", right)
                 add(f"{truth['vqa']['kind']}_accuracy", right)  # colour / shape / count / position questions
             else:
-                add("accuracy", w.caption_matches(text, scene))
+                add("accuracy", analyser.caption_matches(text, scene))
     out = _with_overall(task, {k: float(np.mean(v)) for k, v in vals.items()})
     out["count"] = float(n)
     out["forwards_per_prompt"] = stats["forwards"] / n
@@ -249,32 +243,31 @@ def _score_images(task: str, scene, truth: dict, targets: Sequence[Image.Image],
                   add) -> None:
     """``add(metric, value)`` for one image answer ``preds`` (``[H, W, 3]`` uint8 each; empty when none was
     written) of an image-answer suite, against the world's ``targets`` and ``truth``."""
-    w = _world()
     pred = preds[0] if preds else None
     if task == "segmentation":
-        add("iou", 0.0 if pred is None else w.segmentation_iou(pred, targets[0]))
+        add("iou", 0.0 if pred is None else analyser.segmentation_iou(pred, targets[0]))
     elif task == "detection":
-        iou = 0.0 if pred is None else w.detection_iou(pred, truth["detection"]["box"])
+        iou = 0.0 if pred is None else analyser.detection_iou(pred, truth["detection"]["box"])
         add("iou", iou)
         add("acc@0.5", iou >= 0.5)
     elif task == "depth":
-        add("error", 1.0 if pred is None else w.depth_error(pred, targets[0]))
-        add("layer_accuracy", 0.0 if pred is None else w.depth_accuracy(pred, targets[0]))
+        add("error", 1.0 if pred is None else analyser.depth_error(pred, targets[0]))
+        add("layer_accuracy", 0.0 if pred is None else analyser.depth_accuracy(pred, targets[0]))
     elif task == "normals":
-        add("error_deg", 90.0 if pred is None else w.normals_error(pred, targets[0]))
+        add("error_deg", 90.0 if pred is None else analyser.normals_error(pred, targets[0]))
     elif task == "pose":
-        add("f1", 0.0 if pred is None else w.pose_f1(pred, targets[0]))
+        add("f1", 0.0 if pred is None else analyser.pose_f1(pred, targets[0]))
     elif task == "editing":
-        f1 = 0.0 if pred is None else w.edit_score(pred, w.Scene.from_dict(truth["editing"]["scene"]))
+        f1 = 0.0 if pred is None else analyser.edit_score(pred, world_scene.Scene.from_dict(truth["editing"]["scene"]))
         add("f1", f1)
         add("accuracy", f1 == 1.0)
     elif task == "condition_to_image":
-        add("accuracy", 0.0 if pred is None else w.score_text_to_image(pred, scene)["overall"])
+        add("accuracy", 0.0 if pred is None else analyser.score_text_to_image(pred, scene)["overall"])
     elif task == "multiview":
         mv = truth["multiview"]
         obj = next(o for o in scene.objects if o.colour == mv["colour"] and o.shape == mv["shape"])
         frames = list(preds[: mv["views"]])
-        shown = w.multiview_consistency(frames, obj) * len(frames) / mv["views"] if frames else 0.0
+        shown = analyser.multiview_consistency(frames, obj) * len(frames) / mv["views"] if frames else 0.0
         add("consistency", shown)
     else:
         raise ValueError(f"{task!r} answers in text, not images")
@@ -302,7 +295,6 @@ def decoder_ceilings(vqgan, alphabet: dict[bytes, int], n: int = 40, seed: int =
     """Each image-answer suite's ``overall`` when every answer is exactly right: the target images written in
     their alphabet codes (what the language model is trained to write) and drawn by ``vqgan``'s decoder. The
     benchmark's prompts (``n`` scenes from ``seed``); what the language model can reach at best."""
-    from .world.vq_train import encode_pil, snap_codes
 
     out: dict[str, float] = {}
     for task in suites:
@@ -386,7 +378,6 @@ def evaluate_world(model_dir: str | Path, *, n: int = 100, n_omni: int = 40, see
     Raises:
         ValueError: unknown suite names or an unreadable model folder.
     """
-    from .model.loading import load_model
 
     bad = [s for s in suites if s not in SUITES]
     if bad:
@@ -405,7 +396,6 @@ def evaluate_world(model_dir: str | Path, *, n: int = 100, n_omni: int = 40, see
         else:
             results[suite] = eval_omni(model, bundle, suite, n_omni, seed, settings, examples)
         results[suite]["seconds"] = round(time.perf_counter() - t, 2)
-    from .world.vq_train import ALPHABET_FILE, load_alphabet
 
     alphabet_file = model_dir / ALPHABET_FILE  # world train writes it next to the weights
     image_suites = [s for s in suites if s in IMAGE_ANSWER_SUITES]
@@ -444,7 +434,7 @@ def missed_levels(results: dict, levels: dict[str, float] = BUNDLED_LEVELS) -> l
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m comfy_lumina_mgpt eval", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lumina_tools eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", default="world", choices=["world"], help="benchmark suite (only 'world')")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the bundled model)")

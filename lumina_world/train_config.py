@@ -1,4 +1,4 @@
-"""Every setting of ``python -m comfy_lumina_mgpt world train`` (``WorldTrainConfig``) and its constants."""
+"""Every setting of ``python -m lumina_tools world train`` (``WorldTrainConfig``) and its constants."""
 
 from __future__ import annotations
 

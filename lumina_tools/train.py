@@ -1,8 +1,8 @@
-"""``python -m comfy_lumina_mgpt train --config train.yaml``: finetune from a YAML file.
+"""``python -m lumina_tools train --config train.yaml``: finetune from a YAML file.
 
 The YAML holds ``TrainConfig`` keys (see ``docs/train_example.yaml``); at least ``model_dir``, ``data`` and
 ``output_dir``. Several processes: ``accelerate launch [--config_file docs/accelerate_fsdp.yaml] -m
-comfy_lumina_mgpt train --config train.yaml`` (see ``distributed.py``).
+lumina_tools train --config train.yaml`` (see ``distributed.py``).
 
 What it writes under ``output_dir``: ``token_cache/`` (unless ``cache_dir`` is set), ``step-*/`` checkpoints,
 ``lora/`` (the adapter, LoRA runs), ``model/`` (a complete model folder with tokenizer and VQGAN files: full
@@ -25,9 +25,9 @@ from typing import Any
 import torch
 import yaml
 
-from ..atomic import atomic_folder, claim_new_folder
-from .checkpoint import STEP_DIR
-from .config import TrainConfig
+from comfy_lumina_mgpt.atomic import atomic_folder, claim_new_folder
+from comfy_lumina_mgpt.training.checkpoint import STEP_DIR
+from comfy_lumina_mgpt.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
 
 def _copy_tokenizer_files(src: Path, dst: Path) -> None:
     """Tokenizer and VQGAN files next to the weights, so ``dst`` is a complete model folder."""
-    from ..pipeline import TOKENIZER_FILES
-    from ..vqgan import find_vqgan_files
+    from comfy_lumina_mgpt.pipeline import TOKENIZER_FILES
+    from comfy_lumina_mgpt.vqgan import find_vqgan_files
 
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
@@ -104,8 +104,8 @@ def _copy_tokenizer_files(src: Path, dst: Path) -> None:
 def _export(cfg: TrainConfig, result: Any, fsdp: bool, dtype: torch.dtype) -> list[Path]:
     """Write ``lora/`` and/or ``model/`` from the trained model (or, under FSDP, from the last checkpoint);
     full weights in ``dtype`` (the dtype the model was loaded in)."""
-    from ..model.loading import is_weights_file, load_model, write_model_files
-    from .lora import load_lora, merge_lora, save_lora
+    from comfy_lumina_mgpt.model.loading import is_weights_file, load_model, write_model_files
+    from comfy_lumina_mgpt.training.lora import load_lora, merge_lora, save_lora
 
     out = Path(cfg.output_dir)
     src = Path(cfg.tokenizer_dir or cfg.model_dir)
@@ -129,7 +129,7 @@ def _export(cfg: TrainConfig, result: Any, fsdp: bool, dtype: torch.dtype) -> li
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m comfy_lumina_mgpt train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lumina_tools train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, required=True, help="YAML file of TrainConfig keys")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -144,12 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    from ..model.loading import load_model
-    from ..pipeline import load_tokenizer_bundle
-    from . import distributed as dist
-    from .data import prepare_dataset
-    from .loop import train
-    from .plot import loss_curve_image
+    from comfy_lumina_mgpt.model.loading import load_model
+    from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle
+    from comfy_lumina_mgpt.training import distributed as dist
+    from comfy_lumina_mgpt.training.data import prepare_dataset
+    from comfy_lumina_mgpt.training.loop import train
+    from comfy_lumina_mgpt.training.plot import loss_curve_image
 
     try:
         cfg = load_config(args.config, args.overrides)

@@ -6,7 +6,7 @@ record per line, ``{"conversations": [{"from": "human", ...}, {"from": "gpt", ..
 the order of ``image``. User messages come from ``tasks.py``; image answers are ``<|image|>`` (multiview: one
 per view, back to back). A ``scenes.jsonl`` next to it holds every scene's ground truth for evaluation.
 
-``write_folder_dataset`` writes the text-to-image-only folder format (``000000.png`` + ``000000.txt``).
+``folder_dataset.write_folder_dataset`` writes the text-to-image-only folder format.
 
 Everything is a function of ``(seed, scene index, task)``: the same arguments write the same bytes, and
 choosing fewer tasks does not change the records of the others.
@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from ..tasks import IMAGE_PLACEHOLDER, get_task
+from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER, get_task
 from .render import (
     CONDITION_KINDS,
     MULTIVIEW_SIZES,
@@ -33,6 +32,7 @@ from .render import (
     render_image,
     render_multiview,
 )
+from .folder_dataset import WorldDataset, save_png, scene_rng
 from .scene import Scene, caption, edit_scene, sample_scene, vqa_pairs
 
 logger = logging.getLogger(__name__)
@@ -45,21 +45,6 @@ JSONL_NAME = "world.jsonl"
 SCENES_NAME = "scenes.jsonl"
 
 
-@dataclass(frozen=True)
-class WorldDataset:
-    """What was written: ``path`` (the JSONL, or the folder in folder mode) and records per task.
-
-    Path-like: ``open(ds)`` / ``Path(ds)`` give ``path``.
-    """
-
-    root: Path
-    path: Path
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def __fspath__(self) -> str:
-        return str(self.path)
-
-
 @dataclass
 class WorldExample:
     """One single-turn example: user message, answer, and the scene's image names in placeholder order."""
@@ -68,10 +53,6 @@ class WorldExample:
     human: str
     gpt: str
     images: list[str]
-
-
-def _rng(seed: int, index: int, what: str) -> random.Random:
-    return random.Random(f"lumina-world:{seed}:{index}:{what}")
 
 
 def _check_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
@@ -89,7 +70,7 @@ def scene_examples(scene: Scene, seed: int, index: int, tasks: Sequence[str] = W
     out: list[WorldExample] = []
     text = caption(scene)
     for task in _check_tasks(tasks):
-        rng = _rng(seed, index, task)
+        rng = scene_rng(seed, index, task)
         t = get_task(task)
         if task == "text_to_image":
             out.append(WorldExample(task, t.message(text, width=scene.width, height=scene.height),
@@ -133,10 +114,6 @@ def scene_examples(scene: Scene, seed: int, index: int, tasks: Sequence[str] = W
     return out, images, truth
 
 
-def _save_png(image: Image.Image, path: Path) -> None:
-    image.save(path, format="PNG", optimize=False)
-
-
 def write_world_dataset(out_dir: str | Path, n_scenes: int, seed: int, tasks: Sequence[str] = WORLD_TASKS, *,
                         views: int = MULTIVIEW_VIEWS) -> WorldDataset:
     """Write ``n_scenes`` scenes x ``tasks`` to ``out_dir`` (``world.jsonl``, ``scenes.jsonl``, ``images/``).
@@ -155,12 +132,12 @@ def write_world_dataset(out_dir: str | Path, n_scenes: int, seed: int, tasks: Se
     with open(root / JSONL_NAME, "w", encoding="utf-8", newline="\n") as fj, \
             open(root / SCENES_NAME, "w", encoding="utf-8", newline="\n") as fs:
         for index in range(n_scenes):
-            scene = sample_scene(_rng(seed, index, "scene"))
+            scene = sample_scene(scene_rng(seed, index, "scene"))
             examples, images, truth = scene_examples(scene, seed, index, tasks, views)
             used = {name for ex in examples for name in ex.images}
             paths = {name: f"images/{index:06d}_{name}.png" for name in images if name in used}
             for name in paths:
-                _save_png(images[name], root / paths[name])
+                save_png(images[name], root / paths[name])
             for ex in examples:
                 turns = [{"from": "human", "value": ex.human}, {"from": "gpt", "value": ex.gpt}]
                 record = {"conversations": turns,
@@ -170,23 +147,6 @@ def write_world_dataset(out_dir: str | Path, n_scenes: int, seed: int, tasks: Se
             fs.write(json.dumps(truth, ensure_ascii=False) + "\n")
     logger.info("wrote %d world records to %s", sum(counts.values()), root / JSONL_NAME)
     return WorldDataset(root=root, path=root / JSONL_NAME, counts=counts)
-
-
-def write_folder_dataset(out_dir: str | Path, n_scenes: int, seed: int) -> WorldDataset:
-    """Text-to-image folder format: ``{i:06d}.png`` with its caption in ``{i:06d}.txt``.
-
-    Scene ``i`` is the same scene ``write_world_dataset`` draws for that seed and index.
-    """
-    if n_scenes < 1:
-        raise ValueError(f"n_scenes must be >= 1, got {n_scenes}")
-    root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    for index in range(n_scenes):
-        scene = sample_scene(_rng(seed, index, "scene"))
-        _save_png(render_image(scene), root / f"{index:06d}.png")
-        (root / f"{index:06d}.txt").write_text(caption(scene) + "\n", encoding="utf-8", newline="\n")
-    logger.info("wrote %d captioned world images to %s", n_scenes, root)
-    return WorldDataset(root=root, path=root, counts={"text_to_image": n_scenes})
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

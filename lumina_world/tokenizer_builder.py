@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from .vocab import BOI, BOS, EOI, EOL, EOS, IMAGE_PREFIX, MAX_SIZE_INDEX, PAD, SEP, size_token_name
+from comfy_lumina_mgpt.vocab import BOI, BOS, EOI, EOL, EOS, IMAGE_PREFIX, MAX_SIZE_INDEX, PAD, SEP, size_token_name
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,11 @@
-"""The synthetic world of simple shapes: scenes, renders of every Omni task, datasets and a pixel analyser.
+"""The synthetic world of simple shapes, the lab around the engine: scenes, renders of every Omni task, a pixel
+analyser, datasets, the recipe that trains the bundled model (``train``, ``vq_train``) and the world benchmark
+(``benchmark``). Its pictures can be scored exactly, so the bundled model's every task can be measured.
 
-The bundled small model is trained on it, and its pictures can be scored exactly (``analyser``).
+Layering: ``lumina_world`` imports the engine (``comfy_lumina_mgpt``), never the reverse. The modules re-exported
+here (scene, render, analyser, folder_dataset) import nothing outside ``lumina_world``: inside ComfyUI the pack's
+packages are reached only by relative imports, and the Example Dataset node loads them there
+(``tests/unit/test_import_boundary.py`` holds both rules).
 """
 
 from __future__ import annotations
@@ -26,14 +31,7 @@ from .analyser import (
     summarise_scores,
     vqa_accuracy,
 )
-from .dataset import (
-    WORLD_TASKS,
-    WorldDataset,
-    read_jsonl,
-    scene_examples,
-    write_folder_dataset,
-    write_world_dataset,
-)
+from .folder_dataset import WorldDataset, write_folder_dataset
 from .render import (
     CONDITION_KINDS,
     DETECTION_BOX_RGB,
@@ -72,7 +70,7 @@ from .scene import (
 
 __all__ = [
     "BACKGROUND_RGB", "COLOURS", "COLOUR_RGB", "CONDITION_KINDS", "DETECTION_BOX_RGB", "MULTIVIEW_SIZES",
-    "POSITIONS", "SEGMENTATION_RGB", "SHAPES", "SIZES", "WORLD_SIZES", "WORLD_TASKS", "DetectedObject",
+    "POSITIONS", "SEGMENTATION_RGB", "SHAPES", "SIZES", "WORLD_SIZES", "DetectedObject",
     "Scene",
     "WorldDataset", "WorldObject", "box_iou", "caption", "caption_matches", "depth_accuracy", "depth_error",
     "detect_objects",
@@ -80,9 +78,8 @@ __all__ = [
     "detection_iou", "edit_scene", "edit_score", "find_detection_box", "iou", "label_components",
     "main_object",
     "multiview_consistency", "normalise_answer", "normals_error", "object_radius", "parse_caption", "pose_f1",
-    "read_jsonl",
     "render_condition", "render_condition_pairs", "render_depth", "render_detection", "render_image",
     "render_multiview", "render_normals", "render_pose", "render_segmentation", "sample_scene",
-    "scene_examples", "scene_problem", "score_text_to_image", "segmentation_iou", "summarise_scores",
-    "vqa_accuracy", "vqa_pairs", "write_folder_dataset", "write_world_dataset",
+    "scene_problem", "score_text_to_image", "segmentation_iou", "summarise_scores",
+    "vqa_accuracy", "vqa_pairs", "write_folder_dataset",
 ]

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .model.chameleon import LuminaMGPT
-from .vocab import LuminaVocab
+from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
+from comfy_lumina_mgpt.vocab import LuminaVocab
 
 
 def hf_chameleon(model: LuminaMGPT):

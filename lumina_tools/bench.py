@@ -1,4 +1,4 @@
-"""``python -m comfy_lumina_mgpt bench``: speed and memory on this machine, against upstream and the floor.
+"""``python -m lumina_tools bench``: speed and memory on this machine, against upstream and the floor.
 
 ``--sample`` (default): text-to-image decoding of a random model of an official shape (``--config tiny``,
 ``7b-slice``: the 7B's width, heads, MLP and 65536 vocabulary with 2 layers, ``7b``, ``34b``) at ``--image``
@@ -64,8 +64,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _official_vocab(folder: Path):
-    from .tokenizer import TextTokenizer
-    from .vocab_builder import build_chameleon_tokenizer
+    from comfy_lumina_mgpt.tokenizer import TextTokenizer
+    from lumina_world.tokenizer_builder import build_chameleon_tokenizer
 
     path = build_chameleon_tokenizer(folder / "tokenizer.json", num_codes=8192, max_grid=64,
                                      text_corpus=["a photo of a red fox in the snow"], text_vocab_size=64,
@@ -75,8 +75,8 @@ def _official_vocab(folder: Path):
 
 def _random_model(config: str, dtype: torch.dtype, device: torch.device):
     """A model of an official shape with random weights (small normal values, made layer by layer)."""
-    from .config import ModelConfig
-    from .model.chameleon import LuminaMGPT
+    from comfy_lumina_mgpt.config import ModelConfig
+    from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
 
     cfg = ModelConfig(vocab_size=65536, max_seq_len=8192, **CONFIGS[config])
     need = _param_count(cfg) * torch.finfo(dtype).bits // 8
@@ -181,8 +181,8 @@ def _peak_memory(device: torch.device) -> float:
 
 def _time_ours(model, tok, prompt: list[int], grid: tuple[int, int], args, device) -> dict[str, Any]:
     """Prefill and per-step decode times of our sampler over ``--max-steps`` tokens (or the whole image)."""
-    from .sampling.generate import generate
-    from .sampling.settings import SamplerConfig
+    from comfy_lumina_mgpt.sampling.generate import generate
+    from comfy_lumina_mgpt.sampling.settings import SamplerConfig
 
     settings = SamplerConfig(cfg_scale=args.cfg, image_top_k=2000, force_size=grid, force_images=1,
                              max_new_tokens=8192, jacobi_window=args.jacobi_window, compiled=args.compile)
@@ -244,7 +244,7 @@ def _time_baseline(model, tok, prompt: list[int], grid: tuple[int, int], steps: 
 
 def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
     """Our sampler, the upstream-style baseline and the floor on one random model of ``--config``."""
-    from . import unirep
+    from comfy_lumina_mgpt import unirep
 
     device = _device(args.device)
     dtype = DTYPES[args.dtype] if args.dtype != "auto" else (torch.bfloat16 if device.type == "cuda"
@@ -256,7 +256,7 @@ def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
         tok = _official_vocab(Path(tmp))
     model = _random_model(args.config, dtype, device)
     if args.quant != "none":
-        from .model.quant import quantize_model_
+        from comfy_lumina_mgpt.model.quant import quantize_model_
 
         quantize_model_(model, args.quant)
     prompt = [tok.vocab.bos_id] + tok.encode(f"Generate an image of {width}x{height} according to the "
@@ -299,11 +299,11 @@ def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
 
 def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     """Training tokens/s of a ``dim``-wide, ``layers``-deep model over ``steps`` steps (after 2 warm-up)."""
-    from .config import ModelConfig
-    from .model.chameleon import LuminaMGPT
-    from .training.config import TrainConfig
-    from .training.data import TokenDataset
-    from .training.loop import train
+    from comfy_lumina_mgpt.config import ModelConfig
+    from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
+    from comfy_lumina_mgpt.training.config import TrainConfig
+    from comfy_lumina_mgpt.training.data import TokenDataset
+    from comfy_lumina_mgpt.training.loop import train
 
     device = _device(args.device)
     torch.manual_seed(0)
@@ -333,7 +333,7 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
 def bench_world(args: argparse.Namespace) -> dict[str, Any]:
     """The world benchmark on the bundled model twice, plain and with SJD (``--jacobi-window``, default 16),
     on the same prompts and seeds: scores and model passes per prompt of each suite."""
-    from .evaluation import DEFAULT_MODEL, SUITES, EvalSettings, evaluate_world
+    from lumina_world.benchmark import DEFAULT_MODEL, SUITES, EvalSettings, evaluate_world
 
     window = args.jacobi_window or 16
     runs = {}
@@ -394,7 +394,7 @@ def format_sample(res: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m comfy_lumina_mgpt bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lumina_tools bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", action="store_true", help="training throughput")
     parser.add_argument("--sample", action="store_true", help="sampling speed against baseline and floor")
