@@ -188,6 +188,17 @@ class _Run:
     def done(self) -> bool:
         return all(s.phase == Phase.DONE for s in self.states)
 
+    def finished(self) -> bool:
+        """Every row is done, or the token budget is spent."""
+        return self.done() or self.step >= self.budget
+
+    def next_head(self) -> str:
+        """The LM head the next step needs: "image" (code columns) inside image bodies, "none" when every row's
+        next token is forced there anyway, else "full"."""
+        if not self.image_step():
+            return "full"
+        return "none" if all(s.constraint().forced is not None for s in self.states) else "image"
+
     # --- the model ----------------------------------------------------------------------------------------
     def prefill(self) -> Tensor:
         """Run the prompts (and negative prompts) into the cache; logits of the first new token ``[B, V]``."""
@@ -259,7 +270,7 @@ class _Run:
         s = self.settings
         logits_c = logits[: self.bsz]
         scores = logits_c
-        guided_rows = tuple(c.guided for c in cons)
+        guided_rows = tuple(c.guide_step for c in cons)
         if self.guided and any(guided_rows):
             use = self.const(guided_rows, torch.bool)
             scores = torch.where(use[:, None], guide(logits_c, logits[self.bsz:], s.cfg_scale), logits_c)
@@ -392,19 +403,25 @@ def generate(model: LuminaMGPT, prompts: Sequence[Sequence[int]], vocab: LuminaV
     try:
         logits, head = run.prefill(), "full"
         while True:
-            tokens, values = run.choose(logits, head, generator)
-            run.commit(tokens, values)
-            if on_step is not None:
-                on_step(run.step, run.expected_total(), ProducedTokens(run))
-            if run.done() or run.step >= run.budget:
+            tokens = decode_one_token(run, logits, head, generator, on_step)
+            if run.finished():
                 break
             if settings.jacobi_window and jacobi.ready(run):
                 tokens = jacobi.decode_body(run, tokens, generator, on_step, ProducedTokens(run))
-            head = "image" if run.image_step() else "full"
-            if head == "image" and all(s.constraint().forced is not None for s in run.states):
-                head = "none"
+            head = run.next_head()
             logits = run.forward(tokens[:, None], head=head)
             logits = logits[:, -1] if logits is not None else None
     finally:
         model.clear_caches()
     return run.result()
+
+
+def decode_one_token(run: _Run, logits: Tensor | None, head: str, generator: torch.Generator | None,
+                     on_step: StepCallback | None) -> Tensor:
+    """Choose every row's next token from ``logits`` (``[B(*2), cols]`` of ``head``), commit it and report the
+    step; returns the tokens ``[B]`` (on the device) to feed next."""
+    tokens, values = run.choose(logits, head, generator)
+    run.commit(tokens, values)
+    if on_step is not None:
+        on_step(run.step, run.expected_total(), ProducedTokens(run))
+    return tokens

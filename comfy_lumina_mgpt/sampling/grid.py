@@ -38,7 +38,7 @@ class Constraint:
     allowed: Allowed
     forced: int | None  # token id that must come next, whatever is sampled
     image_params: bool  # use the image top-k/top-p/temperature
-    guided: bool        # apply classifier-free guidance to this step
+    guide_step: bool    # apply classifier-free guidance to this step (an image token); cf. SamplerConfig.guided
 
 
 class GridState:

@@ -80,7 +80,7 @@ def reference_generate(model, prompt, vocab, cfg, generator, guided_always=False
         c = state.constraint()
         cond_logits = model(torch.tensor([seq]))[:, -1]
         scores = cond_logits
-        if c.guided and (cfg.guided or guided_always):
+        if c.guide_step and (cfg.guided or guided_always):
             uncond_logits = model(torch.tensor([uncond]))[:, -1]
             scores = guide(cond_logits, uncond_logits, cfg.cfg_scale)
         if c.forced is not None:
