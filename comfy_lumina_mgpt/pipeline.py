@@ -43,9 +43,7 @@ class TokenizerBundle:
 
     def check_model_vocab(self, vocab_size: int) -> None:
         """Raise if the model's embedding table cannot hold this tokenizer's ids."""
-        if self.vocab.vocab_size > vocab_size:
-            raise ValueError(f"tokenizer {self.name!r} uses ids up to {self.vocab.vocab_size - 1} but the model "
-                             f"has only {vocab_size} embeddings; load the tokenizer that belongs to this model")
+        self.text.check_model_vocab(vocab_size)
 
 
 def has_tokenizer(folder: Path) -> bool:

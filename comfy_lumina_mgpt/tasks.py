@@ -88,3 +88,21 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     except KeyError:
         raise ValueError(f"Unknown task {name!r}; choose one of {sorted(TASKS)}") from None
+
+
+# Sampling of the official Omni demos (LUMINA_SPEC §4.4): no guidance, image top-k 200, text top-k 5. The task
+# nodes take these as their widget defaults.
+OMNI_CFG, OMNI_IMAGE_TOP_K, OMNI_TEXT_TOP_K = 1.0, 200, 5
+MAX_PROMPT_CHARS = 1024
+
+
+def user_message(task: str, prompt: str = "", **fields: object) -> str:
+    """The exact user message of a task (official wording where one exists); ValueError for a prompt that is
+    too long, holds ``<|image|>``, or is missing where the task needs one."""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"the prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS}")
+    refuse_placeholder(prompt)
+    spec = get_task(task)
+    if "{prompt}" in spec.template and not prompt.strip():
+        raise ValueError(f"the {task} task needs a text prompt (the instruction, object or caption)")
+    return spec.message(prompt, **fields)

@@ -51,6 +51,13 @@ class TextTokenizer:
             raise RuntimeError(f"could not register {IMAGE_PLACEHOLDER} in the tokenizer")
         self.image_placeholder_id: int = placeholder
 
+    def check_model_vocab(self, vocab_size: int) -> None:
+        """ValueError unless a model with ``vocab_size`` embeddings can hold every id of this tokenizer."""
+        if self.vocab.vocab_size > vocab_size:
+            where = f" {self.path.parent.name!r}" if self.path is not None else ""
+            raise ValueError(f"the tokenizer{where} uses ids up to {self.vocab.vocab_size - 1} but the model has "
+                             f"only {vocab_size} embeddings; load the tokenizer that belongs to this model")
+
     @classmethod
     def from_file(cls, path: str | Path) -> TextTokenizer:
         """Read a ``tokenizer.json``-format file and check it holds the Lumina special tokens.

@@ -181,7 +181,7 @@ def _peak_memory(device: torch.device) -> float:
 
 def _time_ours(model, tok, prompt: list[int], grid: tuple[int, int], args, device) -> dict[str, Any]:
     """Prefill and per-step decode times of our sampler over ``--max-steps`` tokens (or the whole image)."""
-    from comfy_lumina_mgpt.sampling.generate import generate
+    from comfy_lumina_mgpt.answers import sample_answers
     from comfy_lumina_mgpt.sampling.settings import SamplerConfig
 
     settings = SamplerConfig(cfg_scale=args.cfg, image_top_k=2000, force_size=grid, force_images=1,
@@ -193,8 +193,8 @@ def _time_ours(model, tok, prompt: list[int], grid: tuple[int, int], args, devic
             raise _Stop
 
     try:  # warm-up on the same shapes (a compiled step compiles here, outside the timing)
-        generate(model, [prompt] * args.batch, tok.vocab, settings, generator=torch.Generator(device).manual_seed(1),
-                 on_step=stop_early)
+        sample_answers(model, tok, [prompt] * args.batch, settings,
+                       generator=torch.Generator(device).manual_seed(1), on_step=stop_early)
     except _Stop:
         pass
     marks: list[tuple[int, float]] = []
@@ -211,8 +211,8 @@ def _time_ours(model, tok, prompt: list[int], grid: tuple[int, int], args, devic
     start = time.perf_counter()
     forwards = None
     try:
-        result = generate(model, [prompt] * args.batch, tok.vocab, settings,
-                          generator=torch.Generator(device).manual_seed(0), on_step=on_step)
+        result = sample_answers(model, tok, [prompt] * args.batch, settings,
+                                generator=torch.Generator(device).manual_seed(0), on_step=on_step)
         forwards = result.forwards
     except _Stop:
         pass

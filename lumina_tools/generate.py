@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from comfy_lumina_mgpt import conversation, limits, pipeline
+from comfy_lumina_mgpt import pipeline
 from comfy_lumina_mgpt.checks import number_problem, require, text_problem
 from comfy_lumina_mgpt.model.loading import load_model
 from comfy_lumina_mgpt.model.quant import QUANT_MODES
 from comfy_lumina_mgpt.preprocess import tensor_to_pil
-from comfy_lumina_mgpt.sampling.generate import generate
+from comfy_lumina_mgpt.answers import sample_answers
 from comfy_lumina_mgpt.sampling.settings import SamplerConfig
 
 
@@ -63,7 +63,6 @@ def main(argv: list[str]) -> int:
             require(number_problem(getattr(args, flag), f"--{flag}", minimum=0.0))
         bundle = pipeline.load_tokenizer_bundle(tok_dir, args.vqgan, device=device)
         model = load_model(args.model, dtype=dtype, device=device, quant=args.quant)
-        bundle.check_model_vocab(model.config.vocab_size)
         width, height = pipeline.parse_size(args.size)
         prompt = pipeline.text_to_image_prompt(bundle, args.prompt, width, height, args.negative)
         grid = None if args.free_size else prompt.grid_for(bundle.patch)
@@ -74,19 +73,17 @@ def main(argv: list[str]) -> int:
                                  max_new_tokens=pipeline.unirep.block_length(height // bundle.patch * 2,
                                                                              width // bundle.patch * 2) + 8)
         negatives = [list(prompt.negative_ids)] * args.batch if prompt.negative_ids else None
-        limits.check_generation(model, [list(prompt.ids)] * args.batch, bundle.vocab, settings, negatives)
+        generator = torch.Generator(device=device).manual_seed(args.seed)
+        start = time.perf_counter()
+        answers = sample_answers(model, bundle, [list(prompt.ids)] * args.batch, settings,
+                                 negative_prompts=negatives, generator=generator)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    start = time.perf_counter()
-    result = generate(model, [list(prompt.ids)] * args.batch, bundle.vocab, settings, generator=generator,
-                      negative_prompts=negatives)
     elapsed = time.perf_counter() - start
     written = 0
-    for tokens in result.tokens:
-        text, _ = conversation.split_response(tokens, bundle.text)
-        for codes in pipeline.image_codes(bundle, tokens):
+    for text, images in zip(answers.texts, answers.images):
+        for codes in images:
             image = tensor_to_pil(pipeline.decode_codes(bundle, codes)[0].cpu())
             path = args.out if written == 0 else args.out.with_name(f"{args.out.stem}_{written}{args.out.suffix}")
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +92,7 @@ def main(argv: list[str]) -> int:
             written += 1
         if text.strip():
             print(f"text: {text}", file=sys.stderr)
-    n_tokens = sum(len(t) for t in result.tokens)
+    n_tokens = sum(len(t) for t in answers.tokens)
     print(f"{n_tokens} tokens in {elapsed:.1f}s ({n_tokens / max(elapsed, 1e-9):.1f} tok/s)", file=sys.stderr)
     if written == 0:
         print("error: no complete image was generated", file=sys.stderr)

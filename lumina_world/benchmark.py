@@ -53,7 +53,7 @@ from PIL import Image
 
 from comfy_lumina_mgpt import conversation, unirep
 from comfy_lumina_mgpt.pipeline import TokenizerBundle, decode_codes, image_codes, load_tokenizer_bundle
-from comfy_lumina_mgpt.sampling.generate import generate
+from comfy_lumina_mgpt.answers import sample_answers
 from comfy_lumina_mgpt.sampling.settings import SamplerConfig
 from comfy_lumina_mgpt.model.loading import load_model
 from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER, TEXT_TO_IMAGE
@@ -127,7 +127,7 @@ def _run_prompts(model, bundle: TokenizerBundle, prompts: list[list[int]], cfg: 
             gen = torch.Generator(device=device).manual_seed(seed * 1000 + k * 100 + s)
             sizes = {force_sizes[i] for i in part}
             c = SamplerConfig(**{**cfg.__dict__, "force_size": sizes.pop() if len(sizes) == 1 else None})
-            res = generate(model, [prompts[i] for i in part], bundle.vocab, c, generator=gen)
+            res = sample_answers(model, bundle, [prompts[i] for i in part], c, generator=gen)
             if stats is not None:
                 stats["forwards"] = stats.get("forwards", 0) + res.forwards
                 stats["steps"] = stats.get("steps", 0) + res.steps

@@ -8,7 +8,7 @@ from comfy_api.latest import io
 from ..comfy_lumina_mgpt import unirep
 from ..comfy_lumina_mgpt.pipeline import TokenBatch, TokenizerBundle, encode_images
 from .convert import image_to_pil
-from .sampling import decode_to_image
+from .generation import decode_to_image
 from .types import LuminaTokenizer, LuminaTokens
 from .validation import CheckedNode
 

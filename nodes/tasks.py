@@ -6,20 +6,20 @@ the nodes that answer with text take one picture and refuse a batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
-from ..comfy_lumina_mgpt import omni, pipeline, unirep
+from ..comfy_lumina_mgpt import pipeline, unirep
+from ..comfy_lumina_mgpt.answers import Answer, detect_box
 from ..comfy_lumina_mgpt.conversation import Conversation
 from ..comfy_lumina_mgpt.pipeline import PromptTokens, TokenBatch, TokenizerBundle
-from ..comfy_lumina_mgpt.tasks import DENSE_PREDICTION_TASKS
+from ..comfy_lumina_mgpt.tasks import (DENSE_PREDICTION_TASKS, OMNI_CFG, OMNI_IMAGE_TOP_K, OMNI_TEXT_TOP_K, get_task,
+                                       user_message)
 from .convert import engine_to_image, image_to_pil, stack_images
+from .generation import (EXAMPLE_PROMPT, SamplingWidgets, answer_turn, decode_images, sampler_inputs, size_problem)
 from .images import target_size
 from .progress import JobProgress
-from .sampling import EXAMPLE_PROMPT, comfy_sampling, sampler_config, sampler_inputs, size_problem
 from .sizes import size_inputs, sizes_for
 from .types import (LoadedModel, LuminaConversation, LuminaModel, LuminaPrompt, LuminaTokenizer, LuminaTokens,
                     SizedPrompt)
@@ -51,21 +51,13 @@ def image_options() -> list:
 
 
 def omni_sampler_inputs() -> list:
-    return sampler_inputs(cfg=1.0, image_top_k=200, text_top_k=5, max_new_tokens=5000)
+    return sampler_inputs(cfg=OMNI_CFG, image_top_k=OMNI_IMAGE_TOP_K, text_top_k=OMNI_TEXT_TOP_K,
+                          max_new_tokens=5000)
 
 
 def history_input() -> list:
     return [LuminaConversation.Input("conversation", optional=True,
                                      tooltip="Earlier turns (from another task or chat node) to continue.")]
-
-
-def answer(model: LoadedModel, tokenizer: TokenizerBundle, message: str, images: list, kw: dict,
-           progress: JobProgress, part: int = 0, history: Conversation | None = None, force_images: int = 0,
-           force_size=None) -> omni.Answer:
-    settings = sampler_config(kw, force_images=force_images, force_size=force_size)
-    with comfy_sampling(model, tokenizer, settings, kw["seed"], progress, part) as (lm, generator, on_step):
-        return omni.ask(lm, tokenizer, history or Conversation(), message, images, settings,
-                        generator=generator, on_step=on_step)
 
 
 def same_size(codes: torch.Tensor) -> tuple[int, int]:
@@ -91,21 +83,23 @@ def one_picture(image: torch.Tensor | None, node: str) -> None:
                          "Pick one (e.g. ComfyUI's 'Get Image from Batch') or use one node per picture.")
 
 
-def answer_images(tokenizer: TokenizerBundle, ans: omni.Answer) -> torch.Tensor:
+def answer_images(tokenizer: TokenizerBundle, ans: Answer) -> torch.Tensor:
     if not ans.images:
         raise ValueError(f"the model answered without an image ({ans.text[:200]!r}); raise max_new_tokens or "
                          "use an Omni checkpoint")
-    return stack_images([engine_to_image(pipeline.decode_codes(tokenizer, c)) for c in ans.images])
+    return decode_images(tokenizer, list(ans.images))
 
 
-def per_picture(model: LoadedModel, tokenizer: TokenizerBundle, image: torch.Tensor, target: str, kw: dict,
-                label: str, ask: Callable[[torch.Tensor, JobProgress, int], omni.Answer]
-                ) -> tuple[list[torch.Tensor], list[omni.Answer], torch.Tensor]:
-    """Answer each picture of the batch with an image: ``ask(codes, progress, part)`` per picture. Returns the
-    input codes, the answers and the answer images ``[B, H, W, 3]`` (resized to the first one's size)."""
-    codes = encode_inputs(model, tokenizer, image, target, kw["seed"])
+def image_to_image(model: LoadedModel, tokenizer: TokenizerBundle, image: torch.Tensor, target: str,
+                   widgets: SamplingWidgets, message: str, label: str = "picture",
+                   history: Conversation | None = None) -> tuple[list[torch.Tensor], list[Answer], torch.Tensor]:
+    """The body every image-in, image-out task shares: each picture of the batch fitted and encoded, answered
+    with one image of its own size (``message`` with the picture), decoded. Returns the input codes, the
+    answers and the answer images ``[B, H, W, 3]`` (resized to the first one's size)."""
+    codes = encode_inputs(model, tokenizer, image, target, widgets.seed)
     progress = JobProgress(len(codes), label)
-    answers = [ask(c, progress, i) for i, c in enumerate(codes)]
+    answers = [answer_turn(model, tokenizer, message, [c], widgets, progress, i, history, force_images=1,
+                           force_size=same_size(c)) for i, c in enumerate(codes)]
     images = stack_images([answer_images(tokenizer, a)[:1] for a in answers])
     progress.finish(images[-1])
     return codes, answers, images
@@ -126,12 +120,10 @@ class LuminaMGPTImageEdit(CheckedNode):
         )
 
     @classmethod
-    def execute(cls, model, tokenizer, image, instruction: str, target: str, conversation=None, **kw):
-        message = omni.user_message("editing", instruction)
-        _, answers, images = per_picture(
-            model, tokenizer, image, target, kw, "picture",
-            lambda c, progress, part: answer(model, tokenizer, message, [c], kw, progress, part, conversation,
-                                             force_images=1, force_size=same_size(c)))
+    def execute(cls, model, tokenizer, image, instruction: str, target: str, conversation=None, **widgets):
+        message = user_message("editing", instruction)
+        _, answers, images = image_to_image(model, tokenizer, image, target, SamplingWidgets(**widgets), message,
+                                            history=conversation)
         return io.NodeOutput(images, answers[-1].conversation)
 
 
@@ -149,12 +141,8 @@ class LuminaMGPTDensePrediction(CheckedNode):
         )
 
     @classmethod
-    def execute(cls, model, tokenizer, image, task: str, target: str, **kw):
-        message = omni.user_message(task)
-        _, _, maps = per_picture(
-            model, tokenizer, image, target, kw, "picture",
-            lambda c, progress, part: answer(model, tokenizer, message, [c], kw, progress, part, force_images=1,
-                                             force_size=same_size(c)))
+    def execute(cls, model, tokenizer, image, task: str, target: str, **widgets):
+        _, _, maps = image_to_image(model, tokenizer, image, target, SamplingWidgets(**widgets), user_message(task))
         return io.NodeOutput(maps, maps.mean(dim=-1))
 
 
@@ -175,18 +163,15 @@ class LuminaMGPTDetect(CheckedNode):
         )
 
     @classmethod
-    def execute(cls, model, tokenizer, image, object: str, target: str, **kw):  # noqa: A002 (UI name)
-        message = omni.user_message("detection", object)
-        codes, _, out = per_picture(
-            model, tokenizer, image, target, kw, "picture",
-            lambda c, progress, part: answer(model, tokenizer, message, [c], kw, progress, part, force_images=1,
-                                             force_size=same_size(c)))
+    def execute(cls, model, tokenizer, image, object: str, target: str, **widgets):  # noqa: A002 (UI name)
+        codes, _, out = image_to_image(model, tokenizer, image, target, SamplingWidgets(**widgets),
+                                       user_message("detection", object))
         mask = torch.zeros(out.shape[:3])
         boxes = []
         for i, c in enumerate(codes):
             before = pipeline.decode_codes(tokenizer, c)[0].cpu()
             after = out[i].permute(2, 0, 1) * 2 - 1
-            box = omni.detect_box(before, after)
+            box = detect_box(before, after)
             if box is not None:
                 x0, y0, x1, y1 = box
                 mask[i, y0:y1, x0:x1] = 1.0
@@ -209,12 +194,9 @@ class LuminaMGPTConditionToImage(CheckedNode):
         )
 
     @classmethod
-    def execute(cls, model, tokenizer, image, caption: str, target: str, **kw):
-        message = omni.user_message("condition_to_image", caption)
-        _, _, images = per_picture(
-            model, tokenizer, image, target, kw, "map",
-            lambda c, progress, part: answer(model, tokenizer, message, [c], kw, progress, part, force_images=1,
-                                             force_size=same_size(c)))
+    def execute(cls, model, tokenizer, image, caption: str, target: str, **widgets):
+        _, _, images = image_to_image(model, tokenizer, image, target, SamplingWidgets(**widgets),
+                                      user_message("condition_to_image", caption), label="map")
         return io.NodeOutput(images)
 
 
@@ -239,16 +221,16 @@ class LuminaMGPTMultiview(CheckedNode):
 
     @classmethod
     def execute(cls, model, tokenizer, caption: str, views: int, resolution: str, scale: float = 1.0,
-                custom_size: str = "", **kw):
+                custom_size: str = "", **widgets):
         if views < 1:
             raise ValueError("views must be at least 1")
         width, height = sizes_for(model, tokenizer).choose(resolution, scale, custom_size)
-        message = omni.user_message("multiview", caption, views=views, width=width, height=height)
+        message = user_message("multiview", caption, views=views, width=width, height=height)
         h_lat, w_lat = unirep.latent_size(width, height, tokenizer.patch)
         # Every view is forced right after the previous one, so the job's length is known: views blocks + the end.
         progress = JobProgress(label="views", exact_total=views * unirep.block_length(h_lat, w_lat) + 1)
-        ans = answer(model, tokenizer, message, [], kw, progress, force_images=views,
-                     force_size=(height // tokenizer.patch, width // tokenizer.patch))
+        ans = answer_turn(model, tokenizer, message, [], SamplingWidgets(**widgets), progress, force_images=views,
+                          force_size=(height // tokenizer.patch, width // tokenizer.patch))
         images = answer_images(tokenizer, ans)
         progress.finish(images[-1])
         return io.NodeOutput(images)
@@ -273,14 +255,15 @@ class LuminaMGPTChat(CheckedNode):
         )
 
     @classmethod
-    def execute(cls, model, tokenizer, message: str, target: str, image=None, conversation=None, **kw):
+    def execute(cls, model, tokenizer, message: str, target: str, image=None, conversation=None, **widgets):
+        sampling = SamplingWidgets(**widgets)
         one_picture(image, "Chat")
-        text = omni.user_message("chat", message)
-        codes = encode_inputs(model, tokenizer, image, target, kw["seed"]) if image is not None else []
+        text = user_message("chat", message)  # checked before any picture is encoded
+        codes = encode_inputs(model, tokenizer, image, target, sampling.seed) if image is not None else []
         if codes:
-            text = omni.user_message("vqa", message)
+            text = user_message("vqa", message)
         progress = JobProgress(label="answer")
-        ans = answer(model, tokenizer, text, codes, kw, progress, 0, conversation)
+        ans = answer_turn(model, tokenizer, text, codes, sampling, progress, 0, conversation)
         shown = answer_images(tokenizer, ans) if ans.images else (image if image is not None else
                                                                   torch.zeros(1, 64, 64, 3))
         progress.finish(shown[-1] if ans.images else None)
@@ -315,7 +298,7 @@ class LuminaMGPTTaskPrompt(CheckedNode):
     @classmethod
     def execute(cls, tokenizer, task: str, text: str, resolution: str, views: int, target: str, seed: int,
                 scale: float = 1.0, custom_size: str = "", image=None, conversation=None):
-        needs = omni.get_task(task).needs_image
+        needs = get_task(task).needs_image
         if needs and image is None:
             raise ValueError(f"the {task} task needs an image; connect one to 'image'")
         one_picture(image, "Task Prompt")
@@ -323,7 +306,7 @@ class LuminaMGPTTaskPrompt(CheckedNode):
         pil = image_to_pil(image) if needs else []
 
         def build(width: int, height: int, candidates: list[tuple[int, int]] | None) -> PromptTokens:
-            message = omni.user_message(task, text, width=width, height=height, views=views)
+            message = user_message(task, text, width=width, height=height, views=views)
             if target == "auto":  # the model's candidate sizes (None: the picture's own size)
                 codes = pipeline.encode_images(tokenizer, pil, None, seed, candidates) if pil else []
             else:

@@ -19,12 +19,12 @@ import torch
 from comfy_api.latest import io
 from PIL import Image
 
-from ..comfy_lumina_mgpt import limits, pipeline, sizes
+from ..comfy_lumina_mgpt import pipeline, sizes
 from ..comfy_lumina_mgpt.atomic import check_writable, claim_new_folder
 from ..comfy_lumina_mgpt.checks import require
 from ..comfy_lumina_mgpt.model.loading import save_model
 from ..comfy_lumina_mgpt.pipeline import TokenizerBundle
-from ..comfy_lumina_mgpt.sampling.generate import generate
+from ..comfy_lumina_mgpt.answers import sample_answers
 from ..comfy_lumina_mgpt.sampling.settings import SamplerConfig
 from ..comfy_lumina_mgpt.training import lora as lora_lib
 from ..comfy_lumina_mgpt.training.config import LoraSettings, TrainConfig
@@ -104,16 +104,14 @@ def validation_image(lm, bundle: TokenizerBundle, prompt: str, width: int, heigh
     grid = tokens.grid_for(bundle.patch)
     settings = SamplerConfig(cfg_scale=3.0, image_top_k=200, force_size=grid, force_images=1,
                              max_new_tokens=4 + 2 * grid[0] * (2 * grid[1] + 1))
-    limits.check_generation(lm, [list(tokens.ids)], bundle.vocab, settings)
     was_training = lm.training
     lm.eval()
     try:
-        result = generate(lm, [list(tokens.ids)], bundle.vocab, settings, generator=torch.Generator(
+        answers = sample_answers(lm, bundle, [list(tokens.ids)], settings, generator=torch.Generator(
             device=next(lm.parameters()).device).manual_seed(0))
     finally:
         lm.train(was_training)
-    codes = pipeline.image_codes(bundle, result.tokens[0])
-    return pil_image(engine_to_image(pipeline.decode_codes(bundle, codes[0]))[0])
+    return pil_image(engine_to_image(pipeline.decode_codes(bundle, answers.images[0][0]))[0])
 
 
 class LuminaMGPTTrainer(CheckedNode):

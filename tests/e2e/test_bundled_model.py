@@ -86,15 +86,15 @@ def engine():
 
 
 def engine_answer(engine, history, message: str, codes: list, **settings):
-    """The engine's greedy answer (``omni.Answer``) to one more user turn."""
+    """The engine's greedy answer (``answers.Answer``) to one more user turn."""
     import torch
 
-    from comfy_lumina_mgpt import omni
+    from comfy_lumina_mgpt import answers
     from comfy_lumina_mgpt.sampling.settings import SamplerConfig
 
     model, bundle, _ = engine
     config = SamplerConfig(cfg_scale=1.0, image_top_k=1, text_top_k=1, **settings)
-    return omni.ask(model, bundle, history, message, codes, config, generator=torch.Generator().manual_seed(0))
+    return answers.ask(model, bundle, history, message, codes, config, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("workflow,task,prompt", [
@@ -107,7 +107,7 @@ def test_task_node_answers_as_the_engine_does(server, engine, workflow, task, pr
     """The node's picture (its workflow's first SaveImage, node "5") is the engine's greedy answer to the same
     task prompt on the same picture (what the world benchmark scores), so the benchmark's levels hold for the
     node."""
-    from comfy_lumina_mgpt import omni
+    from comfy_lumina_mgpt import tasks
     from comfy_lumina_mgpt.conversation import Conversation
     from comfy_lumina_mgpt.pipeline import decode_codes
 
@@ -123,7 +123,7 @@ def test_task_node_answers_as_the_engine_does(server, engine, workflow, task, pr
 
     _, bundle, codes = engine
     h_lat, w_lat = codes[0].shape
-    ans = engine_answer(engine, Conversation(), omni.user_message(task, prompt), codes, max_new_tokens=1024,
+    ans = engine_answer(engine, Conversation(), tasks.user_message(task, prompt), codes, max_new_tokens=1024,
                         force_images=1, force_size=(h_lat // 2, w_lat // 2))
     answer = ((decode_codes(bundle, ans.images[0])[0] + 1) * 127.5).round().permute(1, 2, 0).byte().numpy()
     assert node_image.size == (64, 48)
@@ -133,7 +133,7 @@ def test_task_node_answers_as_the_engine_does(server, engine, workflow, task, pr
 def test_chat_node_answers_as_the_engine_does(server, engine):
     """The chat workflow's two answers (a question about the picture, then a follow-up that relies on the
     conversation carried between the nodes) are the engine's greedy answers to the same two turns."""
-    from comfy_lumina_mgpt import omni
+    from comfy_lumina_mgpt import tasks
     from comfy_lumina_mgpt.conversation import Conversation
 
     graph = reseed(load_workflow("chat"))
@@ -142,9 +142,9 @@ def test_chat_node_answers_as_the_engine_does(server, engine):
     node_answers = [result.executed[node]["text"][0] for node in ("5", "7")]
 
     _, _, codes = engine
-    first = engine_answer(engine, Conversation(), omni.user_message("vqa", graph["4"]["inputs"]["message"]),
+    first = engine_answer(engine, Conversation(), tasks.user_message("vqa", graph["4"]["inputs"]["message"]),
                           codes, max_new_tokens=256)
-    second = engine_answer(engine, first.conversation, omni.user_message("chat", graph["6"]["inputs"]["message"]),
+    second = engine_answer(engine, first.conversation, tasks.user_message("chat", graph["6"]["inputs"]["message"]),
                            [], max_new_tokens=256)
     assert node_answers == [first.text.strip(), second.text.strip()]
     assert all(node_answers), node_answers

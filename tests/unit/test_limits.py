@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from comfy_lumina_mgpt import limits, omni, pipeline
+from comfy_lumina_mgpt import limits, pipeline
+from comfy_lumina_mgpt.answers import ask
 from comfy_lumina_mgpt.conversation import Conversation
 from comfy_lumina_mgpt.model.loading import load_model
 from comfy_lumina_mgpt.sampling.settings import SamplerConfig
@@ -56,12 +57,12 @@ def test_35000_emoji_prompt_refused_fast_without_a_cache(bundle, model):
     assert model.cache_len == 0  # nothing was allocated
 
 
-def test_omni_ask_checks_before_generating(bundle, model):
+def test_ask_checks_before_generating(bundle, model):
     history = Conversation()
     for _ in range(3):  # a long carried conversation
         history = history.add_user("a " * 200).add_assistant("b " * 200)
     with pytest.raises(ValueError, match="shorten the text or the conversation"):
-        omni.ask(model, bundle, history, "a " * 300, [], SamplerConfig(max_new_tokens=10))
+        ask(model, bundle, history, "a " * 300, [], SamplerConfig(max_new_tokens=10))
     assert model.cache_len == 0
 
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from comfy_lumina_mgpt import omni, pipeline
+from comfy_lumina_mgpt import pipeline
+from comfy_lumina_mgpt.tasks import user_message
 from comfy_lumina_mgpt.conversation import Conversation, build_prompt_ids
 from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER, TASKS
 from comfy_lumina_mgpt.tokenizer import TextTokenizer
@@ -85,24 +86,24 @@ def node_prompts(bundle: pipeline.TokenizerBundle, text: str, picture: Path) -> 
         "Prompt.prompt / TextToImage.prompt / Trainer.validation_prompt":
             list(pipeline.text_to_image_prompt(bundle, text, w, h).ids),
         "Prompt.negative_prompt": list(pipeline.text_to_image_prompt(bundle, HARMLESS, w, h, text).negative_ids),
-        "ImageEdit.instruction": build_prompt_ids(bundle.text, [omni.user_message("editing", text)], codes),
-        "Detect.object": build_prompt_ids(bundle.text, [omni.user_message("detection", text)], codes),
-        "ConditionToImage.caption": build_prompt_ids(bundle.text, [omni.user_message("condition_to_image", text)],
+        "ImageEdit.instruction": build_prompt_ids(bundle.text, [user_message("editing", text)], codes),
+        "Detect.object": build_prompt_ids(bundle.text, [user_message("detection", text)], codes),
+        "ConditionToImage.caption": build_prompt_ids(bundle.text, [user_message("condition_to_image", text)],
                                                      codes),
-        "Multiview.caption": build_prompt_ids(bundle.text, [omni.user_message("multiview", text, views=2, width=w,
+        "Multiview.caption": build_prompt_ids(bundle.text, [user_message("multiview", text, views=2, width=w,
                                                                               height=h)]),
-        "Chat.message": build_prompt_ids(bundle.text, [omni.user_message("chat", text)]),
-        "Chat.message+image": build_prompt_ids(bundle.text, [omni.user_message("vqa", text)], codes),
+        "Chat.message": build_prompt_ids(bundle.text, [user_message("chat", text)]),
+        "Chat.message+image": build_prompt_ids(bundle.text, [user_message("vqa", text)], codes),
     }
     for task, spec in TASKS.items():  # Task Prompt: every task, through pipeline.task_prompt as the node does
         if "{prompt}" not in spec.template:
             continue
-        message = omni.user_message(task, text, width=w, height=h, views=2)
+        message = user_message(task, text, width=w, height=h, views=2)
         conv = Conversation().add_user(message, tuple(codes) if spec.needs_image else ())
         out[f"TaskPrompt.text[{task}]"] = list(pipeline.task_prompt(bundle, conv.turns, conv.images).ids)
-    history = (Conversation().add_user(omni.user_message("vqa", text), tuple(codes))
+    history = (Conversation().add_user(user_message("vqa", text), tuple(codes))
                .add_assistant(f"{text} {IMAGE_PLACEHOLDER}", tuple(codes)))
-    out["Chat.conversation (history)"] = list(history.add_user(omni.user_message("chat", text)).prompt_ids(
+    out["Chat.conversation (history)"] = list(history.add_user(user_message("chat", text)).prompt_ids(
         bundle.text))
     return out
 
@@ -157,7 +158,7 @@ def test_image_placeholder_in_user_text_is_refused(bundle):
     with pytest.raises(ValueError, match="negative prompt must not contain"):
         pipeline.text_to_image_prompt(bundle, "a cat", 64, 64, negative=IMAGE_PLACEHOLDER)
     with pytest.raises(ValueError, match="must not contain"):
-        omni.user_message("chat", IMAGE_PLACEHOLDER)
+        user_message("chat", IMAGE_PLACEHOLDER)
 
 
 def test_invalid_unicode_is_a_clear_error(bundle):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfy_lumina_mgpt import conversation, omni, unirep
+from comfy_lumina_mgpt import conversation, unirep
+from comfy_lumina_mgpt.answers import detect_box
+from comfy_lumina_mgpt.tasks import user_message
 from comfy_lumina_mgpt.conversation import Conversation
 from comfy_lumina_mgpt.tasks import TASKS, get_task
 
@@ -32,7 +34,7 @@ def test_task_prompt_equals_official_layout(official_tokenizer, task, text, befo
     tok = official_tokenizer
     vocab = tok.vocab
     codes = torch.randint(0, vocab.num_codes, grid, generator=torch.Generator().manual_seed(sum(grid)))
-    message = omni.user_message(task, text)
+    message = user_message(task, text)
     assert message == before_image + "<|image|>"
     ids = conversation.build_prompt_ids(tok, [message], [codes])
     block = unirep.image_block(codes, vocab)
@@ -46,7 +48,7 @@ def test_text_to_image_and_multiview_prompts(official_tokenizer):
     t2i = get_task("text_to_image").message("a dog", width=768, height=512)
     assert t2i == "Generate an image of 768x512 according to the following prompt:\na dog"
     assert conversation.build_prompt_ids(tok, [t2i]) == [tok.vocab.bos_id] + tok.encode(t2i) + [tok.vocab.sep_id]
-    mv = omni.user_message("multiview", "a red cube", views=4, width=512, height=512)
+    mv = user_message("multiview", "a red cube", views=4, width=512, height=512)
     assert mv.startswith("Generate 4 views of 512x512 ") and mv.endswith("\na red cube")
 
 
@@ -54,9 +56,9 @@ def test_multi_turn_editing_carries_earlier_turns(official_tokenizer):
     tok = official_tokenizer
     vocab = tok.vocab
     first, edited, second = (torch.randint(0, vocab.num_codes, (4, 6)) for _ in range(3))
-    conv = Conversation().add_user(omni.user_message("editing", "Make it red."), (first,))
+    conv = Conversation().add_user(user_message("editing", "Make it red."), (first,))
     conv = conv.add_assistant("<|image|>", (edited,))
-    conv = conv.add_user(omni.user_message("editing", "Now remove the cat."), (second,))
+    conv = conv.add_user(user_message("editing", "Now remove the cat."), (second,))
     ids = conversation.build_prompt_ids(tok, list(conv.turns), list(conv.images))
     sep = [vocab.sep_id]
     by_hand = ([vocab.bos_id] + tok.encode("Make it red. ") + unirep.image_block(first, vocab) + sep
@@ -72,7 +74,7 @@ def test_multi_turn_editing_carries_earlier_turns(official_tokenizer):
 ])
 def test_bad_task_input_is_refused(task, text, message):
     with pytest.raises(ValueError, match=message):
-        omni.user_message(task, text)
+        user_message(task, text)
 
 
 def test_every_task_is_reachable():
@@ -87,5 +89,5 @@ def test_detect_box_finds_the_drawn_rectangle():
     after = before.clone()
     after[:, 5, 10:30] = after[:, 20, 10:30] = 1.0
     after[:, 5:21, 10] = after[:, 5:21, 29] = 1.0
-    assert omni.detect_box(before, after) == (10, 5, 30, 21)
-    assert omni.detect_box(before, before) is None
+    assert detect_box(before, after) == (10, 5, 30, 21)
+    assert detect_box(before, before) is None
