@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from .convert import register_folders
+from .folders import register_folders
 from .examples import LuminaMGPTExampleDataset, LuminaMGPTExampleImage
 from .images import LuminaMGPTVQDecode, LuminaMGPTVQEncode
 from .loaders import LuminaMGPTModelLoader, LuminaMGPTTokenizerLoader

@@ -22,7 +22,7 @@ from ..comfy_lumina_mgpt.sizes import ModelSizes
 from ..comfy_lumina_mgpt.tokenizer import TextTokenizer
 from ..comfy_lumina_mgpt.vqgan import find_vqgan_files
 from ..comfy_lumina_mgpt.vqgan.config import VQGANConfig
-from .convert import FOLDER, VQ_FOLDER, resolve_subfolder
+from .folders import FOLDER, VQ_FOLDER, resolve_subfolder
 from .types import LoadedModel
 
 logger = logging.getLogger(__name__)

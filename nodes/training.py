@@ -31,7 +31,8 @@ from ..comfy_lumina_mgpt.training.config import LoraSettings, TrainConfig
 from ..comfy_lumina_mgpt.training.data import prepare_dataset
 from ..comfy_lumina_mgpt.training.loop import train
 from ..comfy_lumina_mgpt.training.plot import loss_curve_image
-from .convert import FOLDER, LORA_FOLDER, engine_to_image, list_subfolders, resolve_subfolder
+from .convert import engine_to_image
+from .folders import FOLDER, LORA_FOLDER, list_subfolders, resolve_subfolder
 from .sizes import sizes_for
 from .types import LoadedModel, LuminaModel, LuminaTokenizer
 from .validation import CheckedNode
