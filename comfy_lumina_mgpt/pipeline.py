@@ -86,14 +86,6 @@ class PromptTokens:
         return self.height // patch, self.width // patch
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"768x512"`` -> (768, 512) as (width, height); ValueError with the expected form otherwise."""
-    parts = text.lower().replace(" ", "").split("x")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise ValueError(f"size must look like 768x768 (width x height); got {text!r}")
-    return int(parts[0]), int(parts[1])
-
-
 def text_to_image_prompt(bundle: TokenizerBundle, prompt: str, width: int, height: int,
                          negative: str = "") -> PromptTokens:
     """The resolution-aware prompt ``Generate an image of {W}x{H} according to the following prompt:\\n...``.

@@ -145,11 +145,12 @@ def _closest(sizes: tuple[tuple[int, int], ...], ratio: float, area: float) -> t
     return min(sizes, key=cost)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"768x512"`` -> (768, 512) as (width, height); ValueError with the expected form otherwise."""
+def parse_size(text: str, what: str = "custom_size") -> tuple[int, int]:
+    """``"768x512"`` -> (768, 512) as (width, height); ValueError naming ``what`` (the widget or flag) with the
+    expected form otherwise."""
     parts = text.lower().replace(" ", "").split("x")
     if len(parts) != 2 or not all(p.isdigit() for p in parts) or min(int(p) for p in parts) <= 0:
-        raise ValueError(f"custom_size must look like 768x768 (width x height, both positive); got {text!r}")
+        raise ValueError(f"{what} must look like 768x768 (width x height, both positive); got {text!r}")
     return int(parts[0]), int(parts[1])
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from comfy_lumina_mgpt import pipeline
+from comfy_lumina_mgpt import pipeline, sizes
 from comfy_lumina_mgpt.checks import number_problem, require, text_problem
 from comfy_lumina_mgpt.model.loading import load_model
 from comfy_lumina_mgpt.model.quant import QUANT_MODES
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
             require(number_problem(getattr(args, flag), f"--{flag}", minimum=0.0))
         bundle = pipeline.load_tokenizer_bundle(tok_dir, args.vqgan, device=device)
         model = load_model(args.model, dtype=dtype, device=device, quant=args.quant)
-        width, height = pipeline.parse_size(args.size)
+        width, height = sizes.parse_size(args.size, "--size")
         prompt = pipeline.text_to_image_prompt(bundle, args.prompt, width, height, args.negative)
         grid = None if args.free_size else prompt.grid_for(bundle.patch)
         settings = SamplerConfig(cfg_scale=args.cfg, image_top_k=args.image_top_k, text_top_k=args.text_top_k,
