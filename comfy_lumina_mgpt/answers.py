@@ -16,7 +16,7 @@ from torch import Tensor
 
 from . import conversation, limits
 from .conversation import Conversation
-from .pipeline import TokenizerBundle
+from .tokenizer_bundle import TokenizerBundle
 from .sampling.generate import StepCallback, generate
 from .sampling.settings import SamplerConfig
 from .tokenizer import TextTokenizer

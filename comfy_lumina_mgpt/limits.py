@@ -1,8 +1,8 @@
 """Bounds on a request, checked before any memory is allocated for it.
 
-The nodes, the pipeline and the CLI call these before ``generate()`` or a VQ encode, so a request the model or
-the machine cannot hold becomes a ``ValueError`` naming the limit and what to change, instead of minutes of work,
-a killed server or an out-of-memory error halfway:
+The nodes, ``codec``, ``answers`` and the CLI call these before ``generate()`` or a VQ encode, so a request the
+model or the machine cannot hold becomes a ``ValueError`` naming the limit and what to change, instead of minutes
+of work, a killed server or an out-of-memory error halfway:
 
 * ``check_generation``: the prompt fits the model's context (``max_position_embeddings``), forced image sizes
   have size tokens, and the KV cache plus the prefill's attention fit in the device's free memory.

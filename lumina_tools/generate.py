@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from comfy_lumina_mgpt import pipeline, sizes
+from comfy_lumina_mgpt import codec, sizes, unirep
+from comfy_lumina_mgpt.tokenizer_bundle import load_tokenizer_bundle
 from comfy_lumina_mgpt.checks import number_problem, require, text_problem
 from comfy_lumina_mgpt.model.loading import load_model
 from comfy_lumina_mgpt.model.quant import QUANT_MODES
@@ -61,16 +62,16 @@ def main(argv: list[str]) -> int:
             require(text_problem(getattr(args, flag), f"--{flag}"))
         for flag in ("cfg", "temperature"):
             require(number_problem(getattr(args, flag), f"--{flag}", minimum=0.0))
-        bundle = pipeline.load_tokenizer_bundle(tok_dir, args.vqgan, device=device)
+        bundle = load_tokenizer_bundle(tok_dir, args.vqgan, device=device)
         model = load_model(args.model, dtype=dtype, device=device, quant=args.quant)
         width, height = sizes.parse_size(args.size, "--size")
-        prompt = pipeline.text_to_image_prompt(bundle, args.prompt, width, height, args.negative)
+        prompt = codec.text_to_image_prompt(bundle, args.prompt, width, height, args.negative)
         grid = None if args.free_size else prompt.grid_for(bundle.patch)
         settings = SamplerConfig(cfg_scale=args.cfg, image_top_k=args.image_top_k, text_top_k=args.text_top_k,
                                  image_temperature=args.temperature, text_temperature=args.temperature,
                                  force_size=grid, force_images=1 if grid is not None else 0,
                                  jacobi_window=args.jacobi_window, compiled=args.compile,
-                                 max_new_tokens=pipeline.unirep.block_length(height // bundle.patch * 2,
+                                 max_new_tokens=unirep.block_length(height // bundle.patch * 2,
                                                                              width // bundle.patch * 2) + 8)
         negatives = [list(prompt.negative_ids)] * args.batch if prompt.negative_ids else None
         generator = torch.Generator(device=device).manual_seed(args.seed)
@@ -84,7 +85,7 @@ def main(argv: list[str]) -> int:
     written = 0
     for text, images in zip(answers.texts, answers.images):
         for codes in images:
-            image = tensor_to_pil(pipeline.decode_codes(bundle, codes)[0].cpu())
+            image = tensor_to_pil(codec.decode_codes(bundle, codes)[0].cpu())
             path = args.out if written == 0 else args.out.with_name(f"{args.out.stem}_{written}{args.out.suffix}")
             path.parent.mkdir(parents=True, exist_ok=True)
             image.save(path)

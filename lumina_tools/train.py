@@ -90,7 +90,7 @@ def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
 
 def _copy_tokenizer_files(src: Path, dst: Path) -> None:
     """Tokenizer and VQGAN files next to the weights, so ``dst`` is a complete model folder."""
-    from comfy_lumina_mgpt.pipeline import TOKENIZER_FILES
+    from comfy_lumina_mgpt.tokenizer_bundle import TOKENIZER_FILES
     from comfy_lumina_mgpt.vqgan import find_vqgan_files
 
     for name in TOKENIZER_FILES:
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from comfy_lumina_mgpt.model.loading import load_model
-    from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle
+    from comfy_lumina_mgpt.tokenizer_bundle import load_tokenizer_bundle
     from comfy_lumina_mgpt.training import distributed as dist
     from comfy_lumina_mgpt.training.data import prepare_dataset
     from comfy_lumina_mgpt.training.loop import train

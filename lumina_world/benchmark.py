@@ -52,7 +52,8 @@ import torch
 from PIL import Image
 
 from comfy_lumina_mgpt import conversation, unirep
-from comfy_lumina_mgpt.pipeline import TokenizerBundle, decode_codes, image_codes, load_tokenizer_bundle
+from comfy_lumina_mgpt.codec import decode_codes, image_codes
+from comfy_lumina_mgpt.tokenizer_bundle import TokenizerBundle, load_tokenizer_bundle
 from comfy_lumina_mgpt.answers import sample_answers
 from comfy_lumina_mgpt.sampling.settings import SamplerConfig
 from comfy_lumina_mgpt.model.loading import load_model

@@ -47,7 +47,7 @@ from comfy_lumina_mgpt.atomic import atomic_folder
 from comfy_lumina_mgpt.config import ModelConfig
 from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
 from comfy_lumina_mgpt.model.loading import is_weights_file, load_model, write_model_files
-from comfy_lumina_mgpt.pipeline import TokenizerBundle
+from comfy_lumina_mgpt.tokenizer_bundle import TokenizerBundle
 from comfy_lumina_mgpt.tasks import TASKS
 from comfy_lumina_mgpt.training.loop import is_weight_matrix
 from comfy_lumina_mgpt.tokenizer import TextTokenizer
@@ -148,7 +148,7 @@ def tokenize_conversations(convs: Sequence[TaskConversation], bundle: TokenizerB
                            ) -> tuple[list[list[int]], list[list[int]], list[str]]:
     """``(ids, labels, buckets)`` of each conversation (``conversation.build_training_example``).
 
-    Input images keep the encoder's codes (what the pipeline gives at inference); answer images are snapped
+    Input images keep the encoder's codes (what ``codec.encode_images`` gives at inference); answer images are snapped
     to ``alphabet`` (``snap_codes``) when given.
     """
     from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER

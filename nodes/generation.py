@@ -11,10 +11,11 @@ import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
-from ..comfy_lumina_mgpt import pipeline
+from ..comfy_lumina_mgpt import codec
 from ..comfy_lumina_mgpt.answers import Answer, Answers, ask, sample_answers
 from ..comfy_lumina_mgpt.conversation import Conversation
-from ..comfy_lumina_mgpt.pipeline import PromptTokens, TokenBatch, TokenizerBundle
+from ..comfy_lumina_mgpt.codec import PromptTokens, TokenBatch
+from ..comfy_lumina_mgpt.tokenizer_bundle import TokenizerBundle
 from ..comfy_lumina_mgpt.sampling.generate import ProducedTokens, StepCallback
 from ..comfy_lumina_mgpt.sampling.settings import MAX_JACOBI_WINDOW, SamplerConfig
 from .convert import engine_to_image, stack_images
@@ -115,7 +116,7 @@ def comfy_sampling(model: LoadedModel, bundle: TokenizerBundle, seed: int, progr
             shown["rows"] = 0
         if codes is not None and codes.shape[0] >= shown["rows"] + preview_every:
             shown["rows"] = codes.shape[0]
-            preview = pil_preview(engine_to_image(pipeline.decode_codes(bundle, codes))[0])
+            preview = pil_preview(engine_to_image(codec.decode_codes(bundle, codes))[0])
         progress.on_step(part, step, total, preview)
 
     generator = torch.Generator(device=model.patcher.load_device).manual_seed(seed)
@@ -159,10 +160,10 @@ def decode_images(bundle: TokenizerBundle, codes: list[torch.Tensor]) -> torch.T
     decoded = []
     for c in codes:
         cancel()
-        decoded.append(engine_to_image(pipeline.decode_codes(bundle, c)))
+        decoded.append(engine_to_image(codec.decode_codes(bundle, c)))
     return stack_images(decoded)
 
 
 def decode_to_image(bundle: TokenizerBundle, batch: TokenBatch) -> torch.Tensor:
-    images = pipeline.decode_batch(bundle, batch, check_cancel=mm.throw_exception_if_processing_interrupted)
+    images = codec.decode_batch(bundle, batch, check_cancel=mm.throw_exception_if_processing_interrupted)
     return stack_images([engine_to_image(img) for img in images])

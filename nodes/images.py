@@ -6,7 +6,8 @@ import comfy.model_management as mm
 from comfy_api.latest import io
 
 from ..comfy_lumina_mgpt import unirep
-from ..comfy_lumina_mgpt.pipeline import TokenBatch, TokenizerBundle, encode_images
+from ..comfy_lumina_mgpt.codec import TokenBatch, encode_images
+from ..comfy_lumina_mgpt.tokenizer_bundle import TokenizerBundle
 from .convert import image_to_pil
 from .generation import decode_to_image
 from .types import LuminaTokenizer, LuminaTokens

@@ -12,7 +12,7 @@ from comfy_api.latest import io
 from ..comfy_lumina_mgpt import download
 from ..comfy_lumina_mgpt.model.loading import load_model
 from ..comfy_lumina_mgpt.model.quant import QUANT_MODES, check_quant_supported
-from ..comfy_lumina_mgpt.pipeline import TokenizerBundle, has_tokenizer, has_vqgan, load_tokenizer_bundle
+from ..comfy_lumina_mgpt.tokenizer_bundle import TokenizerBundle, has_tokenizer, has_vqgan, load_tokenizer_bundle
 from ..comfy_lumina_mgpt.sizes import read_layout
 from .convert import torch_dtype
 from .folders import FOLDER, VQ_FOLDER, list_subfolders, resolve_subfolder

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..comfy_lumina_mgpt import pipeline
-from ..comfy_lumina_mgpt.pipeline import PromptTokens, TokenizerBundle
+from ..comfy_lumina_mgpt import codec
+from ..comfy_lumina_mgpt.codec import PromptTokens
+from ..comfy_lumina_mgpt.tokenizer_bundle import TokenizerBundle
 from .convert import engine_to_image
 from .generation import (EXAMPLE_PROMPT, SamplingWidgets, decode_images, run_sampler, sampler_inputs, size_problem,
                          speed_inputs, token_batch)
@@ -61,7 +62,7 @@ class LuminaMGPTPrompt(CheckedNode):
             raise ValueError("the prompt is empty; describe the image to generate")
 
         def build(width: int, height: int, fit: list[tuple[int, int]] | None) -> PromptTokens:
-            return pipeline.text_to_image_prompt(tokenizer, prompt, width, height, negative_prompt)
+            return codec.text_to_image_prompt(tokenizer, prompt, width, height, negative_prompt)
 
         return io.NodeOutput(SizedPrompt(build, resolution, scale, custom_size))
 
@@ -103,7 +104,7 @@ class LuminaMGPTSampler(CheckedNode):
         answers = run_sampler(model, tokenizer, tokens, settings, sampling.seed, progress, batch_size,
                               preview_every_rows)
         first = answers.images[0]  # the previews followed the first row
-        progress.finish(engine_to_image(pipeline.decode_codes(tokenizer, first[-1]))[0] if first else None)
+        progress.finish(engine_to_image(codec.decode_codes(tokenizer, first[-1]))[0] if first else None)
         return io.NodeOutput(token_batch(answers), "\n".join(answers.texts))
 
 
@@ -137,7 +138,7 @@ class LuminaMGPTTextToImage(CheckedNode):
                 scale: float = 1.0, custom_size: str = "", **widgets) -> io.NodeOutput:
         sampling = SamplingWidgets(**widgets)
         width, height = sizes_for(model, tokenizer).choose(resolution, scale, custom_size)
-        tokens = pipeline.text_to_image_prompt(tokenizer, prompt, width, height)
+        tokens = codec.text_to_image_prompt(tokenizer, prompt, width, height)
         settings = sampling.settings(force_size=tokens.grid_for(tokenizer.patch), force_images=1)
         progress = JobProgress(label="image")
         answers = run_sampler(model, tokenizer, tokens, settings, sampling.seed, progress, batch_size)

@@ -17,7 +17,7 @@ from pathlib import Path
 from comfy_api.latest import io
 
 from ..comfy_lumina_mgpt import sizes
-from ..comfy_lumina_mgpt.pipeline import TokenizerBundle
+from ..comfy_lumina_mgpt.tokenizer_bundle import TokenizerBundle
 from ..comfy_lumina_mgpt.sizes import ModelSizes
 from ..comfy_lumina_mgpt.tokenizer import TextTokenizer
 from ..comfy_lumina_mgpt.vqgan import find_vqgan_files

@@ -10,10 +10,11 @@ import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
-from ..comfy_lumina_mgpt import pipeline, unirep
+from ..comfy_lumina_mgpt import codec, conversation, unirep
 from ..comfy_lumina_mgpt.answers import Answer, detect_box
 from ..comfy_lumina_mgpt.conversation import Conversation
-from ..comfy_lumina_mgpt.pipeline import PromptTokens, TokenBatch, TokenizerBundle
+from ..comfy_lumina_mgpt.codec import PromptTokens, TokenBatch
+from ..comfy_lumina_mgpt.tokenizer_bundle import TokenizerBundle
 from ..comfy_lumina_mgpt.tasks import (DENSE_PREDICTION_TASKS, OMNI_CFG, OMNI_IMAGE_TOP_K, OMNI_TEXT_TOP_K, get_task,
                                        user_message)
 from .convert import engine_to_image, image_to_pil, stack_images
@@ -72,9 +73,9 @@ def encode_inputs(model: LoadedModel, tokenizer: TokenizerBundle, image: torch.T
     pil = image_to_pil(image)
     cancel = mm.throw_exception_if_processing_interrupted
     if target == "auto":
-        return pipeline.encode_images(tokenizer, pil, None, seed, sizes_for(model, tokenizer).fit_candidates(),
+        return codec.encode_images(tokenizer, pil, None, seed, sizes_for(model, tokenizer).fit_candidates(),
                                       check_cancel=cancel)
-    return pipeline.encode_images(tokenizer, pil, target_size(target), seed, check_cancel=cancel)
+    return codec.encode_images(tokenizer, pil, target_size(target), seed, check_cancel=cancel)
 
 
 def one_picture(image: torch.Tensor | None, node: str) -> None:
@@ -169,7 +170,7 @@ class LuminaMGPTDetect(CheckedNode):
         mask = torch.zeros(out.shape[:3])
         boxes = []
         for i, c in enumerate(codes):
-            before = pipeline.decode_codes(tokenizer, c)[0].cpu()
+            before = codec.decode_codes(tokenizer, c)[0].cpu()
             after = out[i].permute(2, 0, 1) * 2 - 1
             box = detect_box(before, after)
             if box is not None:
@@ -308,11 +309,11 @@ class LuminaMGPTTaskPrompt(CheckedNode):
         def build(width: int, height: int, candidates: list[tuple[int, int]] | None) -> PromptTokens:
             message = user_message(task, text, width=width, height=height, views=views)
             if target == "auto":  # the model's candidate sizes (None: the picture's own size)
-                codes = pipeline.encode_images(tokenizer, pil, None, seed, candidates) if pil else []
+                codes = codec.encode_images(tokenizer, pil, None, seed, candidates) if pil else []
             else:
-                codes = pipeline.encode_images(tokenizer, pil, target_size(target), seed) if pil else []
+                codes = codec.encode_images(tokenizer, pil, target_size(target), seed) if pil else []
             conv = (conversation or Conversation()).add_user(message, tuple(codes))
-            prompt = pipeline.task_prompt(tokenizer, conv.turns, conv.images)
+            prompt = codec.task_prompt(tokenizer, conv.turns, conv.images)
             return PromptTokens(prompt.ids, None, width, height, message)
 
         return io.NodeOutput(SizedPrompt(build, resolution, scale, custom_size, sized=sized))
@@ -333,9 +334,9 @@ class LuminaMGPTDecodeResponse(CheckedNode):
 
     @classmethod
     def execute(cls, tokenizer: TokenizerBundle, tokens: TokenBatch):
-        images = [engine_to_image(img) for img in pipeline.decode_batch(
+        images = [engine_to_image(img) for img in codec.decode_batch(
             tokenizer, tokens, check_cancel=mm.throw_exception_if_processing_interrupted)]
         out = stack_images(images) if images else torch.zeros(1, 64, 64, 3)
-        texts = tokens.texts or tuple(pipeline.conversation.split_response(list(s), tokenizer.text)[0]
+        texts = tokens.texts or tuple(conversation.split_response(list(s), tokenizer.text)[0]
                                       for s in tokens.sequences)
         return io.NodeOutput("\n".join(t.strip() for t in texts), out)

@@ -19,11 +19,11 @@ import torch
 from comfy_api.latest import io
 from PIL import Image
 
-from ..comfy_lumina_mgpt import pipeline, sizes
+from ..comfy_lumina_mgpt import codec, sizes
 from ..comfy_lumina_mgpt.atomic import check_writable, claim_new_folder
 from ..comfy_lumina_mgpt.checks import require
 from ..comfy_lumina_mgpt.model.loading import save_model
-from ..comfy_lumina_mgpt.pipeline import TokenizerBundle
+from ..comfy_lumina_mgpt.tokenizer_bundle import TokenizerBundle
 from ..comfy_lumina_mgpt.answers import sample_answers
 from ..comfy_lumina_mgpt.sampling.settings import SamplerConfig
 from ..comfy_lumina_mgpt.training import lora as lora_lib
@@ -101,7 +101,7 @@ def pil_image(image: torch.Tensor) -> Image.Image:
 
 def validation_image(lm, bundle: TokenizerBundle, prompt: str, width: int, height: int) -> Image.Image:
     """Sample the validation prompt (seed 0) with the weights as they are now."""
-    tokens = pipeline.text_to_image_prompt(bundle, prompt, width, height)
+    tokens = codec.text_to_image_prompt(bundle, prompt, width, height)
     grid = tokens.grid_for(bundle.patch)
     settings = SamplerConfig(cfg_scale=3.0, image_top_k=200, force_size=grid, force_images=1,
                              max_new_tokens=4 + 2 * grid[0] * (2 * grid[1] + 1))
@@ -112,7 +112,7 @@ def validation_image(lm, bundle: TokenizerBundle, prompt: str, width: int, heigh
             device=next(lm.parameters()).device).manual_seed(0))
     finally:
         lm.train(was_training)
-    return pil_image(engine_to_image(pipeline.decode_codes(bundle, answers.images[0][0]))[0])
+    return pil_image(engine_to_image(codec.decode_codes(bundle, answers.images[0][0]))[0])
 
 
 class LuminaMGPTTrainer(CheckedNode):

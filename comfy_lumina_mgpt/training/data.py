@@ -44,7 +44,7 @@ from ..tasks import IMAGE_PLACEHOLDER, TEXT_TO_IMAGE
 from .objective import IGNORE_INDEX
 
 if TYPE_CHECKING:
-    from ..pipeline import TokenizerBundle
+    from ..tokenizer_bundle import TokenizerBundle
     from ..vocab import LuminaVocab
 
 logger = logging.getLogger(__name__)

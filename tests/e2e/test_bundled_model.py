@@ -54,7 +54,7 @@ def test_text_to_image_workflows_draw_their_prompt(server, name):
     from lumina_world import parse_caption, score_text_to_image
 
     from comfy_lumina_mgpt import sizes
-    from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle
+    from comfy_lumina_mgpt.tokenizer_bundle import load_tokenizer_bundle
 
     graph = reseed(load_workflow(name))
     prompt_node = next(n for n in graph.values() if "custom_size" in n["inputs"])
@@ -76,7 +76,8 @@ def engine():
     """``(model, bundle, codes of the example picture)``: the bundled model driven without ComfyUI, the way
     the world benchmark drives it (greedy, cfg 1, the picture at its own size)."""
     from comfy_lumina_mgpt.model.loading import load_model
-    from comfy_lumina_mgpt.pipeline import encode_images, load_tokenizer_bundle
+    from comfy_lumina_mgpt.codec import encode_images
+    from comfy_lumina_mgpt.tokenizer_bundle import load_tokenizer_bundle
 
     bundle = load_tokenizer_bundle(BUNDLED_MODEL)
     model = load_model(BUNDLED_MODEL, dtype="fp32").eval()
@@ -109,7 +110,7 @@ def test_task_node_answers_as_the_engine_does(server, engine, workflow, task, pr
     node."""
     from comfy_lumina_mgpt import tasks
     from comfy_lumina_mgpt.conversation import Conversation
-    from comfy_lumina_mgpt.pipeline import decode_codes
+    from comfy_lumina_mgpt.codec import decode_codes
 
     graph = reseed(load_workflow(workflow))
     task_inputs = graph["4"]["inputs"]

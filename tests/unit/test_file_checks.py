@@ -18,7 +18,7 @@ from comfy_lumina_mgpt.config import ModelConfig
 from lumina_tools.demo_model import demo_vqgan_config, write_demo_model
 from comfy_lumina_mgpt.file_checks import check_zip_checkpoint, confined_child, safetensors_header
 from comfy_lumina_mgpt.model.loading import load_model
-from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle
+from comfy_lumina_mgpt.tokenizer_bundle import load_tokenizer_bundle
 from comfy_lumina_mgpt.tokenizer import TextTokenizer
 from comfy_lumina_mgpt.training import lora as lora_lib
 from comfy_lumina_mgpt.training.config import LoraSettings

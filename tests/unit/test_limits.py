@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from comfy_lumina_mgpt import limits, pipeline
+from comfy_lumina_mgpt import codec, limits, unirep
+from comfy_lumina_mgpt.tokenizer_bundle import load_tokenizer_bundle
 from comfy_lumina_mgpt.answers import ask
 from comfy_lumina_mgpt.conversation import Conversation
 from comfy_lumina_mgpt.model.loading import load_model
@@ -39,7 +40,7 @@ def cancel_after(n: int):
 
 @pytest.fixture(scope="module")
 def bundle():
-    return pipeline.load_tokenizer_bundle(BUNDLED)
+    return load_tokenizer_bundle(BUNDLED)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def model():
 
 def test_35000_emoji_prompt_refused_fast_without_a_cache(bundle, model):
     start = time.perf_counter()
-    prompt = pipeline.text_to_image_prompt(bundle, "😀" * 35000, 64, 64)
+    prompt = codec.text_to_image_prompt(bundle, "😀" * 35000, 64, 64)
     settings = SamplerConfig(force_size=(4, 4), force_images=1, max_new_tokens=300)
     with pytest.raises(ValueError, match=r"the prompt is \d+ tokens but the model's context holds 1024"):
         limits.check_generation(model, [list(prompt.ids)], bundle.vocab, settings)
@@ -67,7 +68,7 @@ def test_ask_checks_before_generating(bundle, model):
 
 
 def test_kv_cache_must_fit_in_free_memory(bundle, model):
-    ids = [list(pipeline.text_to_image_prompt(bundle, "a cat", 64, 64).ids)] * 64
+    ids = [list(codec.text_to_image_prompt(bundle, "a cat", 64, 64).ids)] * 64
     settings = SamplerConfig(cfg_scale=4.0, max_new_tokens=16000)
     need = limits.generation_bytes(model.config, 64, True, len(ids[0]), 16000, 4)
     with pytest.raises(ValueError, match=r"needs about [\d.]+ GiB.*128 rows.*lower max_new_tokens or batch_size"):
@@ -86,7 +87,7 @@ def test_vq_encode_target_refused_before_work(bundle, target):
     img = Image.new("RGB", (64, 64), "red")
     start = time.perf_counter()
     with pytest.raises(ValueError, match="target size .* outside what this model can draw: 16 to 80 px"):
-        pipeline.encode_images(bundle, [img], target)
+        codec.encode_images(bundle, [img], target)
     assert time.perf_counter() - start < 2
 
 
@@ -96,7 +97,7 @@ def test_native_is_capped_at_the_largest_grid(bundle):
     assert limits.capped_native_size(64, 48, 16, bundle.vocab) == (64, 48)  # small images keep their size
     huge = Image.new("RGB", (10000, 10000), (200, 30, 30))
     start = time.perf_counter()
-    (codes,) = pipeline.encode_images(bundle, [huge], None)
+    (codes,) = codec.encode_images(bundle, [huge], None)
     assert tuple(codes.shape) == (10, 10)  # 80 px = 5 size tokens = 10 latent cells
     assert time.perf_counter() - start < 30
 
@@ -105,14 +106,14 @@ def test_encode_and_decode_stop_on_cancel(bundle):
     images = [Image.new("RGB", (64, 64), c) for c in ("red", "green", "blue")]
     check = cancel_after(1)
     with pytest.raises(Cancelled):
-        pipeline.encode_images(bundle, images, None, check_cancel=check)
+        codec.encode_images(bundle, images, None, check_cancel=check)
     assert check.calls["n"] == 2
-    codes = pipeline.encode_images(bundle, images, None)
-    blocks = tuple(tuple(pipeline.unirep.image_block(c, bundle.vocab)) for c in codes)
-    batch = pipeline.TokenBatch(blocks)
-    assert len(pipeline.decode_batch(bundle, batch)) == 3
+    codes = codec.encode_images(bundle, images, None)
+    blocks = tuple(tuple(unirep.image_block(c, bundle.vocab)) for c in codes)
+    batch = codec.TokenBatch(blocks)
+    assert len(codec.decode_batch(bundle, batch)) == 3
     with pytest.raises(Cancelled):
-        pipeline.decode_batch(bundle, batch, check_cancel=cancel_after(2))
+        codec.decode_batch(bundle, batch, check_cancel=cancel_after(2))
 
 
 def test_trainer_data_prep_stops_on_cancel_and_checks_the_target(bundle, tmp_path):

@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from comfy_lumina_mgpt import pipeline
+from comfy_lumina_mgpt import codec
+from comfy_lumina_mgpt.tokenizer_bundle import TokenizerBundle, load_tokenizer_bundle
 from comfy_lumina_mgpt.tasks import user_message
 from comfy_lumina_mgpt.conversation import Conversation, build_prompt_ids
 from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER, TASKS
@@ -51,11 +52,11 @@ def tiny_vqgan(n_embed: int) -> VQGAN:
 
 
 @pytest.fixture(scope="module", params=["bundled", "official"])
-def bundle(request, official_tokenizer_path) -> pipeline.TokenizerBundle:
+def bundle(request, official_tokenizer_path) -> TokenizerBundle:
     if request.param == "bundled":
-        return pipeline.load_tokenizer_bundle(BUNDLED)
+        return load_tokenizer_bundle(BUNDLED)
     text = TextTokenizer.from_file(official_tokenizer_path)
-    return pipeline.TokenizerBundle(text, tiny_vqgan(text.vocab.num_codes), name="official")
+    return TokenizerBundle(text, tiny_vqgan(text.vocab.num_codes), name="official")
 
 
 @pytest.fixture(scope="module")
@@ -68,24 +69,24 @@ def picture(tmp_path_factory) -> Path:
     return path
 
 
-def controls(bundle: pipeline.TokenizerBundle, ids) -> list[int]:
+def controls(bundle: TokenizerBundle, ids) -> list[int]:
     """The control ids of a sequence, in order (its official structure)."""
     control = bundle.text.control_ids
     return [int(i) for i in ids if int(i) in control]
 
 
-def image_codes(bundle: pipeline.TokenizerBundle, picture: Path) -> list[torch.Tensor]:
-    return pipeline.encode_images(bundle, [Image.open(picture)], bundle.patch * 2, seed=0)
+def image_codes(bundle: TokenizerBundle, picture: Path) -> list[torch.Tensor]:
+    return codec.encode_images(bundle, [Image.open(picture)], bundle.patch * 2, seed=0)
 
 
-def node_prompts(bundle: pipeline.TokenizerBundle, text: str, picture: Path) -> dict[str, list[int]]:
+def node_prompts(bundle: TokenizerBundle, text: str, picture: Path) -> dict[str, list[int]]:
     """Prompt ids of every node text input fed ``text``, built by the engine calls the nodes make."""
     w = h = bundle.patch * 2
     codes = image_codes(bundle, picture)
     out = {
         "Prompt.prompt / TextToImage.prompt / Trainer.validation_prompt":
-            list(pipeline.text_to_image_prompt(bundle, text, w, h).ids),
-        "Prompt.negative_prompt": list(pipeline.text_to_image_prompt(bundle, HARMLESS, w, h, text).negative_ids),
+            list(codec.text_to_image_prompt(bundle, text, w, h).ids),
+        "Prompt.negative_prompt": list(codec.text_to_image_prompt(bundle, HARMLESS, w, h, text).negative_ids),
         "ImageEdit.instruction": build_prompt_ids(bundle.text, [user_message("editing", text)], codes),
         "Detect.object": build_prompt_ids(bundle.text, [user_message("detection", text)], codes),
         "ConditionToImage.caption": build_prompt_ids(bundle.text, [user_message("condition_to_image", text)],
@@ -95,12 +96,12 @@ def node_prompts(bundle: pipeline.TokenizerBundle, text: str, picture: Path) -> 
         "Chat.message": build_prompt_ids(bundle.text, [user_message("chat", text)]),
         "Chat.message+image": build_prompt_ids(bundle.text, [user_message("vqa", text)], codes),
     }
-    for task, spec in TASKS.items():  # Task Prompt: every task, through pipeline.task_prompt as the node does
+    for task, spec in TASKS.items():  # Task Prompt: every task, through codec.task_prompt as the node does
         if "{prompt}" not in spec.template:
             continue
         message = user_message(task, text, width=w, height=h, views=2)
         conv = Conversation().add_user(message, tuple(codes) if spec.needs_image else ())
-        out[f"TaskPrompt.text[{task}]"] = list(pipeline.task_prompt(bundle, conv.turns, conv.images).ids)
+        out[f"TaskPrompt.text[{task}]"] = list(codec.task_prompt(bundle, conv.turns, conv.images).ids)
     history = (Conversation().add_user(user_message("vqa", text), tuple(codes))
                .add_assistant(f"{text} {IMAGE_PLACEHOLDER}", tuple(codes)))
     out["Chat.conversation (history)"] = list(history.add_user(user_message("chat", text)).prompt_ids(
@@ -108,7 +109,7 @@ def node_prompts(bundle: pipeline.TokenizerBundle, text: str, picture: Path) -> 
     return out
 
 
-def training_examples(bundle: pipeline.TokenizerBundle, text: str, picture: Path) -> dict[str, list[int]]:
+def training_examples(bundle: TokenizerBundle, text: str, picture: Path) -> dict[str, list[int]]:
     """Ids of a captioned image and of a conversation-file item carrying ``text`` (as the trainer encodes)."""
     target = bundle.patch * 2
     caption = SourceItem("caption.txt", images=(picture,), caption=text)
@@ -147,16 +148,16 @@ def test_text_without_spellings_encodes_as_the_file_says(bundle):
 def test_official_format_unchanged_token_for_token(bundle, picture):
     """Harmless prompts still match the official layout: BOS, the message, SEP (image blocks spliced in)."""
     v = bundle.vocab
-    ids = list(pipeline.text_to_image_prompt(bundle, HARMLESS, 64, 64).ids)
+    ids = list(codec.text_to_image_prompt(bundle, HARMLESS, 64, 64).ids)
     message = f"Generate an image of 64x64 according to the following prompt:\n{HARMLESS}"
     assert ids == [v.bos_id, *bundle.text.backend.encode(message, add_special_tokens=False).ids, v.sep_id]
 
 
 def test_image_placeholder_in_user_text_is_refused(bundle):
     with pytest.raises(ValueError, match="must not contain <\\|image\\|>"):
-        pipeline.text_to_image_prompt(bundle, f"a {IMAGE_PLACEHOLDER}", 64, 64)
+        codec.text_to_image_prompt(bundle, f"a {IMAGE_PLACEHOLDER}", 64, 64)
     with pytest.raises(ValueError, match="negative prompt must not contain"):
-        pipeline.text_to_image_prompt(bundle, "a cat", 64, 64, negative=IMAGE_PLACEHOLDER)
+        codec.text_to_image_prompt(bundle, "a cat", 64, 64, negative=IMAGE_PLACEHOLDER)
     with pytest.raises(ValueError, match="must not contain"):
         user_message("chat", IMAGE_PLACEHOLDER)
 

@@ -106,7 +106,9 @@ def test_pixel_conversions():
 def test_native_target_keeps_the_images_own_size():
     from pathlib import Path
 
-    from comfy_lumina_mgpt.pipeline import encode_images, load_tokenizer_bundle, native_size
+    from comfy_lumina_mgpt.codec import encode_images, native_size
+
+    from comfy_lumina_mgpt.tokenizer_bundle import load_tokenizer_bundle
 
     assert native_size(64, 48, 8) == (64, 48)
     assert native_size(70, 45, 8) == (72, 48) and native_size(3, 3, 8) == (8, 8)

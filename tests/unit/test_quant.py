@@ -216,7 +216,8 @@ def test_load_model_quantizes_while_loading(tmp_path):
 
 def world_sequences(model: LuminaMGPT) -> list[list[int]]:
     """Prompts of the bundled world's captions, each followed by the float model's greedy picture tokens."""
-    from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle, text_to_image_prompt
+    from comfy_lumina_mgpt.codec import text_to_image_prompt
+    from comfy_lumina_mgpt.tokenizer_bundle import load_tokenizer_bundle
     from comfy_lumina_mgpt.sampling.generate import generate
     from comfy_lumina_mgpt.sampling.settings import SamplerConfig
     from lumina_world.scene import caption, sample_scene

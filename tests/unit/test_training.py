@@ -389,7 +389,7 @@ def demo_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundle(demo_folder):
-    from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle
+    from comfy_lumina_mgpt.tokenizer_bundle import load_tokenizer_bundle
 
     return load_tokenizer_bundle(demo_folder)
 
@@ -494,7 +494,7 @@ def test_cli_trains_and_resumes(tmp_path, demo_folder):
     assert (out / "loss.png").is_file() and len(json.loads((out / "history.json").read_text())) == 2
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-00000001", "step-00000002"]
     from comfy_lumina_mgpt.model.loading import load_model
-    from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle
+    from comfy_lumina_mgpt.tokenizer_bundle import load_tokenizer_bundle
 
     load_model(out / "model")
     load_tokenizer_bundle(out / "model")

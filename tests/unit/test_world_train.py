@@ -12,7 +12,7 @@ import torch
 from lumina_world.benchmark import IMAGE_ANSWER_SUITES, SUITES, evaluate_world, format_table
 from lumina_world.benchmark import main as eval_main
 from comfy_lumina_mgpt.model.loading import load_model
-from comfy_lumina_mgpt.pipeline import load_tokenizer_bundle
+from comfy_lumina_mgpt.tokenizer_bundle import load_tokenizer_bundle
 from lumina_world.train import MAX_GRID, WorldTrainConfig, run
 
 

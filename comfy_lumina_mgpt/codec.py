@@ -1,4 +1,5 @@
-"""The pieces a user works with, joined: tokenizer bundle, prompts, token batches, image decode/encode.
+"""What a user gives and gets, to tokens and back: prompts to token ids, pictures to VQ codes (fitted to the
+model's sizes), codes and generated token blocks back to pictures.
 
 Nodes and the CLI call these functions and stay thin. Images here are ``[B, 3, H, W]`` floats in [-1, 1];
 conversion to ComfyUI's ``IMAGE`` lives in ``nodes/convert.py``.
@@ -9,7 +10,6 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from PIL import Image
@@ -18,56 +18,7 @@ from torch import Tensor
 from . import conversation, limits, preprocess, unirep
 from .limits import CheckCancel
 from .tasks import TEXT_TO_IMAGE, refuse_placeholder
-from .tokenizer import TextTokenizer
-from .vocab import LuminaVocab
-from .vqgan import VQGAN, find_vqgan_files, load_vqgan
-
-TOKENIZER_FILES = ("tokenizer.json", "text_tokenizer.json")
-
-
-@dataclass
-class TokenizerBundle:
-    """Text tokenizer and VQGAN of one model family; ``patch`` is the pixel size of one size-token step."""
-
-    text: TextTokenizer
-    vqgan: VQGAN
-    name: str = ""
-
-    @property
-    def vocab(self) -> LuminaVocab:
-        return self.text.vocab
-
-    @property
-    def patch(self) -> int:
-        return 2 * self.vqgan.config.downsample
-
-    def check_model_vocab(self, vocab_size: int) -> None:
-        """Raise if the model's embedding table cannot hold this tokenizer's ids."""
-        self.text.check_model_vocab(vocab_size)
-
-
-def has_tokenizer(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in TOKENIZER_FILES)
-
-
-def has_vqgan(folder: Path) -> bool:
-    return (folder / "vqgan.yaml").is_file() and any(
-        (folder / f"vqgan.{ext}").is_file() for ext in ("safetensors", "ckpt"))
-
-
-def load_tokenizer_bundle(text_folder: str | Path, vq_folder: str | Path | None = None,
-                          device: str | torch.device = "cpu") -> TokenizerBundle:
-    """Load the text tokenizer from ``text_folder`` and the VQGAN from ``vq_folder`` (default: the same)."""
-    text_folder = Path(text_folder)
-    vq_folder = Path(vq_folder) if vq_folder is not None else text_folder
-    text = TextTokenizer.from_folder(text_folder)
-    yaml_path, weights_path = find_vqgan_files(vq_folder)
-    vqgan = load_vqgan(yaml_path, weights_path, device=device)
-    if vqgan.config.n_embed != text.vocab.num_codes:
-        raise ValueError(f"the VQGAN in {vq_folder} has {vqgan.config.n_embed} codes but the tokenizer in "
-                         f"{text_folder} names {text.vocab.num_codes} image tokens; they do not belong together")
-    return TokenizerBundle(text, vqgan, name=text_folder.name)
-
+from .tokenizer_bundle import TokenizerBundle
 
 @dataclass(frozen=True)
 class PromptTokens:
