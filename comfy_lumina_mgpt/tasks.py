@@ -22,19 +22,17 @@ def refuse_placeholder(text: str, what: str = "the prompt") -> None:
 
 @dataclass(frozen=True)
 class Task:
-    """One task: how its user message is written and what the model answers with.
+    """One task: how its user message is written.
 
     Attributes:
         name: stable identifier used by nodes and the benchmark.
         template: user message; ``{prompt}`` is the user's text, ``{image}`` the image placeholder,
             ``{width}``/``{height}``/``{views}`` where the task takes them.
-        answer: ``"image"``, ``"images"`` (several in one answer) or ``"text"``.
         needs_image: whether the message carries an input image.
     """
 
     name: str
     template: str
-    answer: str
     needs_image: bool
 
     def message(self, prompt: str = "", **fields: object) -> str:
@@ -45,7 +43,6 @@ class Task:
 TEXT_TO_IMAGE = Task(
     "text_to_image",
     "Generate an image of {width}x{height} according to the following prompt:\n{prompt}",
-    "image",
     False,
 )
 
@@ -53,29 +50,27 @@ TASKS: dict[str, Task] = {
     t.name: t
     for t in (
         TEXT_TO_IMAGE,
-        Task("segmentation", "Segmentic segmentation. {image}", "image", True),
-        Task("depth", "Depth estimation. {image}", "image", True),
-        Task("normals", "Surface normal estimation. {image}", "image", True),
-        Task("pose", "Human pose estimation. {image}", "image", True),
-        Task("detection", "Detect: {prompt} {image}", "image", True),
-        Task("editing", "{prompt} {image}", "image", True),
+        Task("segmentation", "Segmentic segmentation. {image}", True),
+        Task("depth", "Depth estimation. {image}", True),
+        Task("normals", "Surface normal estimation. {image}", True),
+        Task("pose", "Human pose estimation. {image}", True),
+        Task("detection", "Detect: {prompt} {image}", True),
+        Task("editing", "{prompt} {image}", True),
         Task(
             "condition_to_image",
             "Generate an image according to the provided image, and according to the following caption:\n"
             "{prompt} {image}",
-            "image",
             True,
         ),
         # Not in the official release: our own wording, trained into the bundled model.
         Task(
             "multiview",
             "Generate {views} views of {width}x{height} of the following object, turning around it:\n{prompt}",
-            "images",
             False,
         ),
-        Task("caption", "Describe the image in detail. {image}", "text", True),
-        Task("vqa", "{prompt} {image}", "text", True),
-        Task("chat", "{prompt}", "text", False),
+        Task("caption", "Describe the image in detail. {image}", True),
+        Task("vqa", "{prompt} {image}", True),
+        Task("chat", "{prompt}", False),
     )
 }
 

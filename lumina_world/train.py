@@ -46,7 +46,7 @@ from PIL import Image
 from comfy_lumina_mgpt.atomic import atomic_folder
 from comfy_lumina_mgpt.config import ModelConfig
 from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
-from comfy_lumina_mgpt.model.loading import is_weights_file, load_model, write_model_files
+from comfy_lumina_mgpt.model.loading import is_weights_file, write_model_files
 from comfy_lumina_mgpt.tokenizer_bundle import TokenizerBundle
 from comfy_lumina_mgpt.tasks import TASKS
 from comfy_lumina_mgpt.training.loop import is_weight_matrix
@@ -339,11 +339,6 @@ def _polished_vqgan(vq: VQGAN, alphabet: dict[bytes, int], cfg: WorldTrainConfig
 
 def _folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e6
-
-
-def load_world_lm(folder: str | Path) -> LuminaMGPT:
-    """The bundled model's decoder in fp32 eval mode."""
-    return load_model(folder, dtype="fp32")
 
 
 def clean_work_dir(work_dir: str | Path) -> None:

@@ -113,12 +113,6 @@ def snap_codes(image: Image.Image, codes: Tensor, alphabet: dict[bytes, int], d:
     return torch.where(labels >= 0, labels, codes)
 
 
-def world_alphabet(cfg: WorldTrainConfig) -> dict[bytes, int]:
-    """``patch_alphabet`` of the VQGAN training pool (deterministic in ``cfg.seed``)."""
-    pool = vq_training_images(cfg.vq_pool, cfg.seed)
-    return patch_alphabet([im for ims in pool.values() for im in ims], 8, cfg.vq_codes)
-
-
 #: The VQGAN folder's record of which code each world patch got: the language model must write answer
 #: images in the codes *this* VQGAN was trained on (the alphabet depends on the run's seed).
 ALPHABET_FILE = "patch_alphabet.json"

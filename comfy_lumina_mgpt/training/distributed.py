@@ -79,16 +79,6 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def fsdp_plugin() -> Any:
-    """An accelerate FSDP plugin wrapping each ``DecoderLayer``, for code that builds its own Accelerator."""
-    from accelerate.utils import FullyShardedDataParallelPlugin
-
-    return FullyShardedDataParallelPlugin(
-        sharding_strategy="FULL_SHARD", auto_wrap_policy="transformer_based_wrap",
-        transformer_cls_names_to_wrap=[WRAP_CLASS], use_orig_params=True, sync_module_states=True,
-        state_dict_type="FULL_STATE_DICT")
-
-
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     """The ``Accelerator`` for a launched run; settings from ``accelerate launch`` win over ``cfg``.
 
