@@ -24,6 +24,7 @@ from PIL import Image
 from torch import Tensor
 
 from comfy_lumina_mgpt.preprocess import pil_to_tensor
+from comfy_lumina_mgpt.training.loop import half_cosine
 from comfy_lumina_mgpt.vqgan import VQGAN, VQGANConfig, save_vqgan
 from .analyser import score_text_to_image
 from .dataset import scene_examples
@@ -173,7 +174,7 @@ def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path
         size = rng.choices(sizes, weights)[0]
         idx = torch.randint(0, len(tensors[size]), (cfg.vq_batch,), generator=gen)
         x, lab = tensors[size][idx], labels[size][idx]
-        lr = cfg.vq_lr * min(1.0, (step + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        lr = cfg.vq_lr * min(1.0, (step + 1) / warm) * (0.05 + 0.95 * half_cosine(step / steps))
         for g in opt.param_groups:
             g["lr"] = lr
         z = vq.encode_latents(x)  # [B, D, h, w]
@@ -240,7 +241,7 @@ def refine_decoder(vq: VQGAN, tensors: dict[tuple[int, int], Tensor],
         idx = torch.randint(0, len(tensors[size]), (batch,), generator=gen)
         x = tensors[size][idx]
         for g in opt.param_groups:
-            g["lr"] = lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+            g["lr"] = lr * (0.02 + 0.98 * half_cosine(step / steps))
         recon = vq.decode(vq.quantize.lookup(codes[size][idx]))
         loss = (recon - x).abs().mean() + F.mse_loss(recon, x)
         opt.zero_grad(set_to_none=True)

@@ -89,13 +89,18 @@ class TrainResult:
     step: int = 0
 
 
+def half_cosine(progress: float) -> float:
+    """1 at ``progress`` 0, falling along half a cosine to 0 at 1: the shape of every decay schedule here."""
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate of optimizer step ``step`` (0-based): linear warm-up to ``lr`` over ``warmup_steps``,
     then a half cosine down to ``min_lr_ratio * lr`` at ``max_steps``."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+    return cfg.min_lr + half_cosine(progress) * (cfg.lr - cfg.min_lr)
 
 
 def seed_everything(seed: int) -> None:
