@@ -61,6 +61,7 @@ from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER, TEXT_TO_IMAGE
 
 from . import analyser, render, scene as world_scene
 from .dataset import scene_examples
+from .threads import torch_threads
 from .vq_train import ALPHABET_FILE, encode_pil, load_alphabet, snap_codes
 
 logger = logging.getLogger(__name__)
@@ -460,13 +461,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1 or args.n_omni < 1:
         print("error: --n and --n-omni must be >= 1", file=sys.stderr)
         return 2
-    torch.set_num_threads(max(1, args.threads))
     suites = [s.strip() for s in args.tasks.split(",") if s.strip()]
     try:
-        results = evaluate_world(args.model, n=args.n, n_omni=args.n_omni, seed=args.seed, suites=suites,
-                                 settings=EvalSettings(image_top_k=args.image_top_k, cfg_scale=args.cfg,
-                                                       jacobi_window=args.jacobi_window),
-                                 examples_dir=args.examples)
+        with torch_threads(args.threads):
+            results = evaluate_world(args.model, n=args.n, n_omni=args.n_omni, seed=args.seed, suites=suites,
+                                     settings=EvalSettings(image_top_k=args.image_top_k, cfg_scale=args.cfg,
+                                                           jacobi_window=args.jacobi_window),
+                                     examples_dir=args.examples)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

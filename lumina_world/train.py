@@ -56,6 +56,7 @@ from comfy_lumina_mgpt.vqgan import VQGAN, find_vqgan_files, load_vqgan, save_vq
 from .dataset import WORLD_TASKS, scene_examples
 from .folder_dataset import scene_rng
 from .scene import COLOURS, DEFAULT_CANVAS, POSITIONS, SHAPES, SIZES, WORLD_SIZES, caption, sample_scene, vqa_pairs
+from .threads import torch_threads
 from .train_config import (DEFAULT_OUT, DEFAULT_WORK, MAX_GRID, OMNI_CYCLE_WEIGHTS, TASK_WEIGHTS, LogFn,
                            WorldTrainConfig)
 from .vq_train import (ALPHABET_FILE, encode_pil, load_alphabet, polish_decoder, reconstruction_accuracy,
@@ -219,7 +220,11 @@ def assemble_folder(model: LuminaMGPT, vq: VQGAN, tokenizer_path: str | Path, ou
 
 def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
     """All three stages; finished stages found in ``cfg.work_dir`` are reused. Returns the model folder."""
-    torch.set_num_threads(cfg.threads)
+    with torch_threads(cfg.threads):
+        return _run_stages(cfg, log)
+
+
+def _run_stages(cfg: WorldTrainConfig, log: LogFn) -> Path:
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     (work / "world_train_config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")

@@ -90,7 +90,9 @@ def test_world_train_reuses_finished_stages(trained_folder, tmp_path):
     assert all(any(work.glob(f"{stage}/step-*")) for stage in ("lm", "lm2", "lm3"))
     before = load_file(folder / "model.safetensors")
     logs: list[str] = []
-    run(tiny_config(folder.parent), log=logs.append)  # every stage is found finished: nothing retrains
+    threads = torch.get_num_threads()
+    run(replace(tiny_config(folder.parent), threads=threads + 1), log=logs.append)  # every stage is found finished
+    assert torch.get_num_threads() == threads  # the run's thread count does not leak into the caller
     assert any("reusing the VQGAN" in line for line in logs)
     assert any("reusing the polished VQGAN" in line for line in logs)
     after = load_file(folder / "model.safetensors")
