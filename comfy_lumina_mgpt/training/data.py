@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from ..atomic import atomic_file
 from .. import limits
 from ..tasks import IMAGE_PLACEHOLDER, TEXT_TO_IMAGE
 from .objective import IGNORE_INDEX
@@ -248,9 +248,8 @@ def encode_item(item: SourceItem, bundle: TokenizerBundle, target_size: int, rng
 
 
 def _atomic_write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(payload), encoding="utf-8")
 
 
 def pretokenize(items: Sequence[SourceItem], bundle: TokenizerBundle, cache_dir: str | Path, *,
@@ -303,11 +302,10 @@ def pretokenize(items: Sequence[SourceItem], bundle: TokenizerBundle, cache_dir:
             _atomic_write_json(skip, {"name": item.name, "reason": reason})
             report.skipped.append((item.name, reason))
             continue
-        tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
         tensors = {"ids": torch.tensor(ids, dtype=torch.int32),
                    "labels": torch.tensor(labels, dtype=torch.int32)}
-        save_file(tensors, str(tmp), metadata={"name": item.name, "bucket": bucket})
-        os.replace(tmp, record)
+        with atomic_file(record) as tmp:
+            save_file(tensors, str(tmp), metadata={"name": item.name, "bucket": bucket})
         report.encoded += 1
     _atomic_write_json(folder / "index" / f"{rank}-of-{world}.json", {"items": index})
     logger.info("pre-tokenised shard %d/%d: %s", rank, world, report.summary())

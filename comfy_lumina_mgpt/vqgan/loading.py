@@ -6,14 +6,13 @@ A folder holds ``vqgan.yaml`` and ``vqgan.safetensors`` (preferred) or ``vqgan.c
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 import yaml
 from torch import Tensor
 
+from ..atomic import atomic_file
 from ..file_checks import check_shapes, safetensors_header
 from .config import VQGANConfig
 from .model import VQGAN
@@ -109,12 +108,6 @@ def save_vqgan(model: VQGAN, folder: str | Path) -> tuple[Path, Path]:
     weights = save_safetensors_atomic(model.state_dict(), folder / WEIGHT_NAMES[0])
     config = folder / CONFIG_NAME
     text = yaml.safe_dump(model.config.to_yaml_dict(), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{CONFIG_NAME}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, config)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(config) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return config, weights

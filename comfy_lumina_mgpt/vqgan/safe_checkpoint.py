@@ -12,9 +12,7 @@ before anything is unpickled.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_file
 from ..file_checks import check_zip_checkpoint, safetensors_header
 
 logger = logging.getLogger(__name__)
@@ -229,14 +228,8 @@ def save_safetensors_atomic(tensors: dict[str, Tensor], dst: str | Path,
         elif t.numel():
             seen.add(ident)
         prepared[key] = t
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        save_file(prepared, tmp, metadata={"format": "pt", **(metadata or {})})
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(dst) as tmp:
+        save_file(prepared, str(tmp), metadata={"format": "pt", **(metadata or {})})
     return dst
 
 
