@@ -74,12 +74,16 @@ def pil_to_tensor(img: Image.Image) -> Tensor:
     return torch.from_numpy(arr.transpose(2, 0, 1).copy()).float()[None]
 
 
+def to_pixels(x: Tensor) -> Tensor:
+    """``[..., 3, H, W]`` in [-1, 1] -> uint8 ``[..., H, W, 3]`` on the same device: clamped, then truncated, as
+    the official pipeline saves its pictures. The one rule for every picture the pack writes or scores."""
+    return ((x.detach().float().clamp(-1.0, 1.0) + 1.0) / 2.0 * 255.0).to(torch.uint8).movedim(-3, -1)
+
+
 def tensor_to_pil(x: Tensor) -> Image.Image:
-    """``[3, H, W]`` (or ``[1, 3, H, W]``) in [-1, 1] -> RGB PIL image (clamped, truncated to uint8)."""
+    """``[3, H, W]`` (or ``[1, 3, H, W]``) in [-1, 1] -> RGB PIL image (``to_pixels``)."""
     if x.ndim == 4 and x.shape[0] == 1:
         x = x[0]
     if x.ndim != 3 or x.shape[0] != 3:
         raise ValueError(f"expected an image [3, H, W]; got shape {tuple(x.shape)}")
-    x = x.detach().float().cpu().clamp(-1.0, 1.0)
-    arr = ((x + 1.0) / 2.0 * 255.0).permute(1, 2, 0).numpy().astype(np.uint8)
-    return Image.fromarray(arr, "RGB")
+    return Image.fromarray(to_pixels(x).cpu().numpy(), "RGB")

@@ -57,6 +57,7 @@ from comfy_lumina_mgpt.tokenizer_bundle import TokenizerBundle, load_tokenizer_b
 from comfy_lumina_mgpt.answers import sample_answers
 from comfy_lumina_mgpt.sampling.settings import SamplerConfig
 from comfy_lumina_mgpt.model.loading import load_model
+from comfy_lumina_mgpt.preprocess import to_pixels
 from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER, TEXT_TO_IMAGE
 
 from . import analyser, render, scene as world_scene
@@ -99,7 +100,7 @@ class EvalSettings:
 
 def _to_array(img: torch.Tensor) -> np.ndarray:
     """``[1, 3, H, W]`` in [-1, 1] -> ``[H, W, 3]`` uint8."""
-    return ((img[0].float().cpu().clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy().astype(np.uint8)
+    return to_pixels(img[0]).cpu().numpy()
 
 
 def _encode(bundle: TokenizerBundle, images: Sequence[Image.Image]) -> list[torch.Tensor]:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from comfy_lumina_mgpt.preprocess import pil_to_tensor
+from comfy_lumina_mgpt.preprocess import pil_to_tensor, to_pixels
 from comfy_lumina_mgpt.training.loop import half_cosine
 from comfy_lumina_mgpt.vqgan import VQGAN, VQGANConfig, save_vqgan
 from .analyser import score_text_to_image
@@ -307,6 +307,6 @@ def reconstruction_accuracy(vq: VQGAN, n: int = 64, seed: int = 999) -> float:
     ok = 0
     for scene, c in zip(scenes, codes):
         rec = vq.decode_codes(c[None]).clamp(-1, 1)[0]
-        arr = ((rec + 1) * 127.5).round().permute(1, 2, 0).numpy().astype("uint8")
+        arr = to_pixels(rec).cpu().numpy()
         ok += score_text_to_image(arr, scene)["overall"] == 1.0
     return ok / max(1, n)
