@@ -81,6 +81,14 @@ def block_length(h_lat: int, w_lat: int) -> int:
     return h_lat * (w_lat + 1) + 4
 
 
+def forced_images_tokens(size_tokens: tuple[int, int], images: int = 1) -> int:
+    """Tokens a generation writes when its next ``images`` images are forced to size tokens ``(h, w)``: their
+    blocks (``2h x 2w`` codes each) and the closing ``<reserved08706>``. The one image-token budget: the
+    sampler sizes its KV cache from it and every caller asks for it."""
+    h, w = size_tokens
+    return images * block_length(2 * h, 2 * w) + 1
+
+
 def image_block(codes: Tensor, vocab: LuminaVocab) -> list[int]:
     """VQ codes ``[h_lat, w_lat]`` (long, any device) -> the image's token ids (LUMINA_SPEC §2.3).
 

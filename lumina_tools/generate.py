@@ -71,8 +71,9 @@ def main(argv: list[str]) -> int:
                                  image_temperature=args.temperature, text_temperature=args.temperature,
                                  force_size=grid, force_images=1 if grid is not None else 0,
                                  jacobi_window=args.jacobi_window, compiled=args.compile,
-                                 max_new_tokens=unirep.block_length(height // bundle.patch * 2,
-                                                                             width // bundle.patch * 2) + 8)
+                                 # + room for a few text tokens when the model picks the size (--free-size)
+                                 max_new_tokens=unirep.forced_images_tokens(
+                                     (height // bundle.patch, width // bundle.patch)) + 7)
         negatives = [list(prompt.negative_ids)] * args.batch if prompt.negative_ids else None
         generator = torch.Generator(device=device).manual_seed(args.seed)
         start = time.perf_counter()

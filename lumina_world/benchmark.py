@@ -109,8 +109,7 @@ def _encode(bundle: TokenizerBundle, images: Sequence[Image.Image]) -> list[torc
 
 
 def _max_tokens(images: int) -> int:
-    side = 2 * MAX_WORLD_GRID
-    return images * unirep.block_length(side, side) + 8
+    return unirep.forced_images_tokens((MAX_WORLD_GRID, MAX_WORLD_GRID), images) + 7  # + a few text tokens
 
 
 def _run_prompts(model, bundle: TokenizerBundle, prompts: list[list[int]], cfg: SamplerConfig,

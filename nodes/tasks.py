@@ -227,11 +227,11 @@ class LuminaMGPTMultiview(CheckedNode):
             raise ValueError("views must be at least 1")
         width, height = sizes_for(model, tokenizer).choose(resolution, scale, custom_size)
         message = user_message("multiview", caption, views=views, width=width, height=height)
-        h_lat, w_lat = unirep.latent_size(width, height, tokenizer.patch)
+        size_tokens = unirep.grid_size(width, height, tokenizer.patch)
         # Every view is forced right after the previous one, so the job's length is known: views blocks + the end.
-        progress = JobProgress(label="views", exact_total=views * unirep.block_length(h_lat, w_lat) + 1)
+        progress = JobProgress(label="views", exact_total=unirep.forced_images_tokens(size_tokens, views))
         ans = answer_turn(model, tokenizer, message, [], SamplingWidgets(**widgets), progress, force_images=views,
-                          force_size=(height // tokenizer.patch, width // tokenizer.patch))
+                          force_size=size_tokens)
         images = answer_images(tokenizer, ans)
         progress.finish(images[-1])
         return io.NodeOutput(images)

@@ -19,7 +19,7 @@ import torch
 from comfy_api.latest import io
 from PIL import Image
 
-from ..comfy_lumina_mgpt import codec, sizes
+from ..comfy_lumina_mgpt import codec, sizes, unirep
 from ..comfy_lumina_mgpt.atomic import check_writable, claim_new_folder
 from ..comfy_lumina_mgpt.checks import require
 from ..comfy_lumina_mgpt.model.loading import save_model
@@ -104,7 +104,7 @@ def validation_image(lm, bundle: TokenizerBundle, prompt: str, width: int, heigh
     tokens = codec.text_to_image_prompt(bundle, prompt, width, height)
     grid = tokens.grid_for(bundle.patch)
     settings = SamplerConfig(cfg_scale=3.0, image_top_k=200, force_size=grid, force_images=1,
-                             max_new_tokens=4 + 2 * grid[0] * (2 * grid[1] + 1))
+                             max_new_tokens=unirep.forced_images_tokens(grid))
     was_training = lm.training
     lm.eval()
     try:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..model.chameleon import LuminaMGPT
+from ..unirep import forced_images_tokens
 from ..vocab import LuminaVocab
 from . import jacobi
 from .columns import ImageColumns, image_columns
@@ -105,9 +106,7 @@ def new_tokens_budget(settings: SamplerConfig) -> int:
     """Most tokens a request can produce: the forced images' exact length when sizes are forced, else
     ``max_new_tokens`` (the KV cache is sized from this, not from the cap alone)."""
     if settings.force_size is not None and settings.force_images:
-        h, w = (2 * n for n in settings.force_size)
-        block = 4 + h * (w + 1)  # <racm3:break>, H, W, rows of codes + EOL, <eoss>
-        return min(settings.max_new_tokens, settings.force_images * block + 1)
+        return min(settings.max_new_tokens, forced_images_tokens(settings.force_size, settings.force_images))
     return settings.max_new_tokens
 
 

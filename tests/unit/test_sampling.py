@@ -275,3 +275,13 @@ def test_image_head_reads_only_the_image_rows_of_the_official_vocabulary(officia
     with torch.no_grad():
         got = ImageColumns(head, vocab).head(h)
     torch.testing.assert_close(got, expected, atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("size,images", [((1, 1), 1), ((2, 1), 2)])
+def test_forced_images_write_exactly_the_one_token_budget(tok, model, size, images):
+    """``unirep.forced_images_tokens`` (the budget every caller and the KV cache use) is what a forced
+    generation really writes, the closing separator included."""
+    settings = SamplerConfig(cfg_scale=2.0, image_top_k=1, text_top_k=1, max_new_tokens=4096, force_size=size,
+                             force_images=images)
+    result = generate(model, [prompt_ids(tok)], tok.vocab, settings)
+    assert result.steps == unirep.forced_images_tokens(size, images) == len(result.tokens[0]) + 1
