@@ -122,16 +122,24 @@ def encode_images(bundle: TokenizerBundle, images: Sequence[Image.Image], target
     crops = list(candidates) if candidates else (
         unirep.crop_size_list(target, bundle.patch) if target is not None else None)
     rng = random.Random(seed)
-    device = next(bundle.vqgan.parameters()).device
     out = []
     for img in images:
         if check_cancel is not None:
             check_cancel()
-        if min(img.size) < bundle.patch:
-            raise ValueError(f"input image is {img.size[0]}x{img.size[1]}; it must be at least "
-                             f"{bundle.patch} px on each side")
         fits = crops if crops is not None else [limits.capped_native_size(*img.size, bundle.patch, bundle.vocab)]
-        fitted = preprocess.fit_image(img, fits, rng)
-        pixels = preprocess.pil_to_tensor(fitted).to(device)
-        out.append(bundle.vqgan.encode(pixels)[0].cpu())
+        out.append(encode_picture(bundle, img, fits, rng)[0])
     return out
+
+
+@torch.no_grad()
+def encode_picture(bundle: TokenizerBundle, img: Image.Image, fits: Sequence[tuple[int, int]], rng: random.Random,
+                   name: str = "input image") -> tuple[Tensor, tuple[int, int]]:
+    """Fit one picture to the best of ``fits`` (sizes ``(W, H)``; the crop offset drawn from ``rng``) and
+    VQ-encode it -> ``(codes [h, w] on the CPU, the fitted (W, H))``. ValueError naming ``name`` when a side is
+    under one patch."""
+    if min(img.size) < bundle.patch:
+        raise ValueError(f"{name} is {img.size[0]}x{img.size[1]}; it must be at least {bundle.patch} px on each "
+                         "side")
+    fitted = preprocess.fit_image(img, fits, rng)
+    pixels = preprocess.pil_to_tensor(fitted).to(next(bundle.vqgan.parameters()).device)
+    return bundle.vqgan.encode(pixels)[0].cpu(), fitted.size

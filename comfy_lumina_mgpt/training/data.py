@@ -224,19 +224,15 @@ def encode_item(item: SourceItem, bundle: TokenizerBundle, target_size: int, rng
                 ) -> tuple[list[int], list[int], str]:
     """Fit, VQ-encode and tokenise one item -> ``(ids, labels, bucket)``; bucket is the fitted ``WxH`` sizes
     (``"text"`` without images). Raises ``OSError`` / ``ValueError`` for unusable images or text."""
-    from .. import conversation, preprocess, unirep
+    from .. import conversation, unirep
+    from ..codec import encode_picture
 
     crops = unirep.crop_size_list(target_size, bundle.patch)
-    device = next(bundle.vqgan.parameters()).device
     codes, sizes = [], []
     for path in item.images:
-        img = _load_image(path)
-        if min(img.size) < bundle.patch:
-            raise ValueError(f"{path.name} is {img.size[0]}x{img.size[1]}, smaller than {bundle.patch} px")
-        fitted = preprocess.fit_image(img, crops, rng)
-        sizes.append(fitted.size)
-        pixels = preprocess.pil_to_tensor(fitted).to(device)
-        codes.append(bundle.vqgan.encode(pixels)[0].cpu())
+        item_codes, size = encode_picture(bundle, _load_image(path), crops, rng, name=path.name)
+        codes.append(item_codes)
+        sizes.append(size)
     if item.caption is not None:
         width, height = sizes[0]
         turns = [TEXT_TO_IMAGE.message(item.caption, width=width, height=height), IMAGE_PLACEHOLDER]
