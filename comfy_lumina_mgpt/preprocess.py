@@ -75,9 +75,10 @@ def pil_to_tensor(img: Image.Image) -> Tensor:
 
 
 def to_pixels(x: Tensor) -> Tensor:
-    """``[..., 3, H, W]`` in [-1, 1] -> uint8 ``[..., H, W, 3]`` on the same device: clamped, then truncated, as
-    the official pipeline saves its pictures. The one rule for every picture the pack writes or scores."""
-    return ((x.detach().float().clamp(-1.0, 1.0) + 1.0) / 2.0 * 255.0).to(torch.uint8).movedim(-3, -1)
+    """``[..., 3, H, W]`` in [-1, 1] -> uint8 ``[..., H, W, 3]`` on the same device: clamped, then rounded to the
+    nearest level. The engine's one rule for the pictures it writes (the CLI) and scores (the world benchmark,
+    the VQGAN's check); ComfyUI's outputs keep SaveImage's truncation instead (``nodes/convert.py``)."""
+    return ((x.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8).movedim(-3, -1)
 
 
 def tensor_to_pil(x: Tensor) -> Image.Image:

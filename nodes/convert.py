@@ -9,8 +9,6 @@ import comfy.model_management as mm
 import torch
 from PIL import Image
 
-from ..comfy_lumina_mgpt.preprocess import to_pixels
-
 
 def torch_dtype(name: str, device: torch.device) -> torch.dtype:
     """The weight dtype for a loader choice; ``auto`` is bf16/fp16 on accelerators and fp32 on CPU."""
@@ -31,9 +29,12 @@ def image_to_pil(images: torch.Tensor) -> list[Image.Image]:
 def engine_to_image(images: torch.Tensor) -> torch.Tensor:
     """Engine ``[B, 3, H, W]`` in [-1, 1] -> ComfyUI ``IMAGE [B, H, W, 3]`` 0..1 on the CPU.
 
-    Values are quantised to 8 bits (``preprocess.to_pixels``), so the saved PNG holds the engine's pixels.
+    Values are quantised to 8 bits by truncating 255 * x on purpose, not by the engine's rounding
+    (``preprocess.to_pixels``): ComfyUI's SaveImage and the previews (``progress.pil_preview``) truncate, so an
+    output, its previews and its saved PNG hold the same pixels.
     """
-    return (to_pixels(images).float() / 255.0).cpu()
+    x = ((images.detach().float().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8)
+    return (x.permute(0, 2, 3, 1).float() / 255.0).cpu()
 
 
 def stack_images(images: list[torch.Tensor]) -> torch.Tensor:

@@ -111,6 +111,7 @@ def test_task_node_answers_as_the_engine_does(server, engine, workflow, task, pr
     from comfy_lumina_mgpt import tasks
     from comfy_lumina_mgpt.conversation import Conversation
     from comfy_lumina_mgpt.codec import decode_codes
+    from comfy_lumina_mgpt.preprocess import to_pixels
 
     graph = reseed(load_workflow(workflow))
     task_inputs = graph["4"]["inputs"]
@@ -126,8 +127,9 @@ def test_task_node_answers_as_the_engine_does(server, engine, workflow, task, pr
     h_lat, w_lat = codes[0].shape
     ans = engine_answer(engine, Conversation(), tasks.user_message(task, prompt), codes, max_new_tokens=1024,
                         force_images=1, force_size=(h_lat // 2, w_lat // 2))
-    answer = ((decode_codes(bundle, ans.images[0])[0] + 1) * 127.5).round().permute(1, 2, 0).byte().numpy()
+    answer = to_pixels(decode_codes(bundle, ans.images[0])[0]).cpu().numpy()
     assert node_image.size == (64, 48)
+    # the node truncates as SaveImage does, the engine rounds (to_pixels): one level apart at most
     assert np.abs(np.asarray(node_image, dtype=np.int16) - answer.astype(np.int16)).max() <= 1
 
 
