@@ -17,7 +17,6 @@ import folder_paths
 import numpy as np
 import torch
 from comfy_api.latest import io
-from PIL import Image
 
 from ..comfy_lumina_mgpt import codec, sizes, unirep
 from ..comfy_lumina_mgpt.atomic import check_writable, claim_new_folder
@@ -33,6 +32,7 @@ from ..comfy_lumina_mgpt.training.loop import train
 from ..comfy_lumina_mgpt.training.plot import loss_curve_image
 from .convert import engine_to_image
 from .folders import FOLDER, LORA_FOLDER, list_subfolders, resolve_subfolder
+from .progress import pil_preview
 from .sizes import sizes_for
 from .types import LoadedModel, LuminaModel, LuminaTokenizer
 from .validation import CheckedNode
@@ -95,12 +95,8 @@ def output_problem(kind: str, name: str, overwrite: bool, widget: str, what: str
     return None
 
 
-def pil_image(image: torch.Tensor) -> Image.Image:
-    return Image.fromarray((image.numpy() * 255).astype(np.uint8))
-
-
-def validation_image(lm, bundle: TokenizerBundle, prompt: str, width: int, height: int) -> Image.Image:
-    """Sample the validation prompt (seed 0) with the weights as they are now."""
+def validation_image(lm, bundle: TokenizerBundle, prompt: str, width: int, height: int) -> torch.Tensor:
+    """Sample the validation prompt (seed 0) with the weights as they are now -> IMAGE ``[H, W, 3]`` in 0..1."""
     tokens = codec.text_to_image_prompt(bundle, prompt, width, height)
     grid = tokens.grid_for(bundle.patch)
     settings = SamplerConfig(cfg_scale=3.0, image_top_k=200, force_size=grid, force_images=1,
@@ -112,7 +108,7 @@ def validation_image(lm, bundle: TokenizerBundle, prompt: str, width: int, heigh
             device=next(lm.parameters()).device).manual_seed(0))
     finally:
         lm.train(was_training)
-    return pil_image(engine_to_image(codec.decode_codes(bundle, answers.images[0][0]))[0])
+    return engine_to_image(codec.decode_codes(bundle, answers.images[0][0]))[0]
 
 
 class LuminaMGPTTrainer(CheckedNode):
@@ -210,7 +206,7 @@ class LuminaMGPTTrainer(CheckedNode):
                 return  # ComfyUI's progress hook would raise now; let the trainer save a checkpoint first
             preview = None
             if validate_every and validation_prompt.strip() and step % validate_every == 0:
-                preview = ("JPEG", validation_image(lm, tokenizer, validation_prompt, val_w, val_h), 512)
+                preview = pil_preview(validation_image(lm, tokenizer, validation_prompt, val_w, val_h))
             pbar.update_absolute(step, total, preview)
 
         with torch.inference_mode(False), torch.enable_grad():
