@@ -38,8 +38,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..atomic import atomic_file
 from .. import limits
+from ..atomic import atomic_file
 from ..tasks import IMAGE_PLACEHOLDER, TEXT_TO_IMAGE
 from .objective import IGNORE_INDEX
 
