@@ -106,5 +106,6 @@ class FakeHub:
                 self.end_headers()
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # shutdown() waits for the next poll: 0.05 s instead of the default 0.5 s, once per test that uses it
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return server, f"http://127.0.0.1:{server.server_address[1]}"
