@@ -94,7 +94,7 @@ def atomic_folder(target: str | Path, *, overwrite: bool = False, replaces: Call
     check_writable(target, overwrite, what)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; model folders are meant to be shared
+    os.chmod(tmp, 0o755)  # noqa: S103  mkdtemp makes it owner-only; model folders are meant to be shared
     try:
         yield tmp
         if target.exists():

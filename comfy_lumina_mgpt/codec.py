@@ -121,7 +121,7 @@ def encode_images(bundle: TokenizerBundle, images: Sequence[Image.Image], target
         limits.check_target_size(target, bundle.patch, bundle.vocab)
     crops = list(candidates) if candidates else (
         unirep.crop_size_list(target, bundle.patch) if target is not None else None)
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311  seeded, not a secret
     out = []
     for img in images:
         if check_cancel is not None:

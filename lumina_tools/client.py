@@ -141,9 +141,15 @@ def apply_overrides(workflow: dict, overrides: dict[str, object]) -> dict:
 
 # ---------------------------------------------------------------------------------------------- HTTP
 def _base(server: str) -> str:
+    """``server`` as an http(s) URL without a trailing slash; ``ValueError`` for any other scheme (urlopen would
+    read ``file:`` and custom schemes too)."""
     server = server.strip().rstrip("/")
     if "://" not in server:
         server = "http://" + server
+    scheme = urllib.parse.urlsplit(server).scheme
+    if scheme not in ("http", "https"):
+        raise ValueError(f"--server must be the http:// or https:// address of a ComfyUI server, not a "
+                         f"{scheme}: URL ({server})")
     return server
 
 
@@ -156,10 +162,10 @@ def _ws_url(server: str, client_id: str) -> str:
 
 def _request(server: str, method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, bytes]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(_base(server) + path, data=data, method=method,
+    req = urllib.request.Request(_base(server) + path, data=data, method=method,  # noqa: S310  _base: http(s) only
                                  headers={"Content-Type": "application/json"} if data is not None else {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310  _base: http(s) only
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()

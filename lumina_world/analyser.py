@@ -136,7 +136,7 @@ def _fit(comp: np.ndarray, neutral: np.ndarray, spill: np.ndarray) -> tuple[int,
             cand = (int(cost[iy, ix]), int(hid[iy, ix]), k, r, tx_a + ix, ty_a + iy)
             if best is None or cand[:2] < best[:2]:
                 best = cand
-    assert best is not None
+    assert best is not None  # noqa: S101  narrows the type: the loops above always set best
     cost, hidden, k, r, tx, ty = best
     return cost, hidden, SHAPES[k], r, tx + r, ty + r
 

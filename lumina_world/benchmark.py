@@ -155,7 +155,8 @@ def _sampler(settings: EvalSettings, images: int) -> SamplerConfig:
 def eval_text_to_image(model, bundle: TokenizerBundle, n: int, seed: int, settings: EvalSettings,
                        examples: list[dict] | None = None) -> dict[str, float]:
     """GenEval-style scores of ``n`` prompts (1..4 objects in turn) at their requested sizes."""
-    scenes = [world_scene.sample_scene(random.Random(f"lumina-world-eval:{seed}:t2i:{i}"), n_objects=1 + i % 4)
+    scenes = [world_scene.sample_scene(random.Random(f"lumina-world-eval:{seed}:t2i:{i}"),  # noqa: S311  seeded
+                                       n_objects=1 + i % 4)
               for i in range(n)]
     prompts = [conversation.build_prompt_ids(bundle.text, [TEXT_TO_IMAGE.message(
         world_scene.caption(s), width=s.width, height=s.height)]) for s in scenes]
@@ -189,7 +190,7 @@ def _omni_items(task: str, n: int, seed: int):
 
     items = []
     for i in range(n):
-        scene = world_scene.sample_scene(random.Random(f"lumina-world-eval:{seed}:{task}:{i}"))
+        scene = world_scene.sample_scene(random.Random(f"lumina-world-eval:{seed}:{task}:{i}"))  # noqa: S311  seeded
         exs, imgs, truth = scene_examples(scene, seed + 7919, 10**6 + i, (task,))
         items.append((scene, exs[0], imgs, truth))
     return items

@@ -36,7 +36,7 @@ class WorldDataset:
 
 def scene_rng(seed: int, index: int, what: str) -> random.Random:
     """The random stream of scene ``index``'s ``what`` for ``seed`` (the same for every writer)."""
-    return random.Random(f"lumina-world:{seed}:{index}:{what}")
+    return random.Random(f"lumina-world:{seed}:{index}:{what}")  # noqa: S311  seeded, not a secret
 
 
 def save_png(image: Image.Image, path: Path) -> None:

@@ -341,7 +341,7 @@ def _as_rng(rng: random.Random | int) -> random.Random:
     if isinstance(rng, random.Random):
         return rng
     if isinstance(rng, int):
-        return random.Random(rng)
+        return random.Random(rng)  # noqa: S311  seeded, not a secret
     raise ValueError(f"rng must be a random.Random or an int seed, got {type(rng).__name__}")
 
 

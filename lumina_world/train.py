@@ -74,7 +74,7 @@ def text_corpus() -> list[str]:
         out.append(TASKS["text_to_image"].message("", width=w, height=h))
         out.append(TASKS["multiview"].message("", views=4, width=w, height=h))
     for i in range(200):
-        scene = sample_scene(random.Random(f"lumina-world-corpus:{i}"))
+        scene = sample_scene(random.Random(f"lumina-world-corpus:{i}"))  # noqa: S311  seeded, not a secret
         out.append(caption(scene))
         for pairs in vqa_pairs(scene).values():
             out.extend(f"{q} {a}" for q, a in pairs)
@@ -123,7 +123,7 @@ def world_conversations(cfg: WorldTrainConfig) -> list[TaskConversation]:
     omni_total = sum(w for t, w in TASK_WEIGHTS.items() if t != "text_to_image")
     n_omni = round(cfg.t2i_scenes * omni_total / TASK_WEIGHTS["text_to_image"])
     per_scene = max(1, math.ceil(n_omni / cfg.omni_scenes))
-    rng = random.Random(f"lumina-world-omni:{cfg.seed}")
+    rng = random.Random(f"lumina-world-omni:{cfg.seed}")  # noqa: S311  seeded, not a secret
     for k in range(cfg.omni_scenes):
         if len(out) >= cfg.t2i_scenes + n_omni:
             break
@@ -135,7 +135,7 @@ def world_conversations(cfg: WorldTrainConfig) -> list[TaskConversation]:
 def omni_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3) -> list[TaskConversation]:
     """The third cycle's examples: ``omni_cycle_scenes`` scenes after the first two cycles' (so none is seen
     before), each with the distinct tasks of ``draws_per_scene`` draws from ``OMNI_CYCLE_WEIGHTS``."""
-    rng = random.Random(f"lumina-world-omni-cycle:{cfg.seed}")
+    rng = random.Random(f"lumina-world-omni-cycle:{cfg.seed}")  # noqa: S311  seeded, not a secret
     first = cfg.t2i_scenes + cfg.omni_scenes
     out = []
     for k in range(cfg.omni_cycle_scenes):

@@ -43,11 +43,11 @@ def world_vqgan_config(cfg: WorldTrainConfig) -> VQGANConfig:
 
 def vq_training_images(n: int, seed: int) -> dict[tuple[int, int], list[Image.Image]]:
     """``n`` world renders grouped by size (W, H): pictures (about half) and every task target."""
-    rng = random.Random(f"lumina-world-vq:{seed}")
+    rng = random.Random(f"lumina-world-vq:{seed}")  # noqa: S311  seeded, not a secret
     out: dict[tuple[int, int], list[Image.Image]] = defaultdict(list)
     i = 0
     while sum(len(v) for v in out.values()) < n:
-        scene = sample_scene(random.Random(f"lumina-world-vq:{seed}:{i}"))
+        scene = sample_scene(random.Random(f"lumina-world-vq:{seed}:{i}"))  # noqa: S311  seeded, not a secret
         i += 1
         imgs = [render_image(scene)]
         kind = rng.random()
@@ -162,7 +162,7 @@ def train_vqgan(cfg: WorldTrainConfig, *, log: LogFn = logger.info, folder: Path
     with torch.no_grad():  # well-separated starting codes; they move with their patches
         vq.quantize.embedding.weight.normal_(0.0, 1.0)
     gen = torch.Generator().manual_seed(cfg.seed)
-    rng = random.Random(f"lumina-world-vq-batches:{cfg.seed}")
+    rng = random.Random(f"lumina-world-vq-batches:{cfg.seed}")  # noqa: S311  seeded, not a secret
     sizes = sorted(tensors)
     weights = [len(tensors[s]) for s in sizes]
     vq.train().requires_grad_(True)
@@ -222,7 +222,7 @@ def refine_decoder(vq: VQGAN, tensors: dict[tuple[int, int], Tensor],
     if steps <= 0:
         return
     gen = torch.Generator().manual_seed(seed + 1)
-    rng = random.Random(f"lumina-world-vq-decoder:{seed}")
+    rng = random.Random(f"lumina-world-vq-decoder:{seed}")  # noqa: S311  seeded, not a secret
     codes = {}
     with torch.no_grad():
         for size, x in tensors.items():
@@ -258,7 +258,7 @@ def task_images(n: int, seed: int) -> dict[tuple[int, int], list[Image.Image]]:
     multiview frames) of ``n`` fresh scenes, grouped by size (W, H)."""
     out: dict[tuple[int, int], list[Image.Image]] = defaultdict(list)
     for i in range(n):
-        scene = sample_scene(random.Random(f"lumina-world-vq-maps:{seed}:{i}"))
+        scene = sample_scene(random.Random(f"lumina-world-vq-maps:{seed}:{i}"))  # noqa: S311  seeded, not a secret
         _, images, _ = scene_examples(scene, seed, 5 * 10**6 + i)
         for im in images.values():
             out[im.size].append(im)
@@ -301,7 +301,8 @@ def encode_pil(vq: VQGAN, images: Sequence[Image.Image], batch: int = 64) -> lis
 @torch.no_grad()
 def reconstruction_accuracy(vq: VQGAN, n: int = 64, seed: int = 999) -> float:
     """Share of held-out world pictures whose VQ reconstruction scores ``overall`` 1 with the analyser."""
-    scenes = [sample_scene(random.Random(f"lumina-world-vq-eval:{seed}:{i}")) for i in range(n)]
+    scenes = [sample_scene(random.Random(f"lumina-world-vq-eval:{seed}:{i}"))  # noqa: S311  seeded, not a secret
+              for i in range(n)]
     images = [render_image(s) for s in scenes]
     codes = encode_pil(vq, images)
     ok = 0

@@ -113,7 +113,7 @@ def _die_with_parent() -> None:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
+    except (OSError, AttributeError):  # no glibc, or no prctl in it: not Linux, so no parent-death signal
         pass
 
 
@@ -219,17 +219,20 @@ class ComfyServer:
 
     @property
     def models_dir(self) -> Path:
-        assert self.base_dir is not None, "server not started"
+        if self.base_dir is None:
+            raise RuntimeError("server not started: call start() first")
         return self.base_dir / "models"
 
     @property
     def output_dir(self) -> Path:
-        assert self.base_dir is not None, "server not started"
+        if self.base_dir is None:
+            raise RuntimeError("server not started: call start() first")
         return self.base_dir / "output"
 
     @property
     def input_dir(self) -> Path:
-        assert self.base_dir is not None, "server not started"
+        if self.base_dir is None:
+            raise RuntimeError("server not started: call start() first")
         return self.base_dir / "input"
 
     # -- lifecycle
@@ -336,7 +339,7 @@ class ComfyServer:
         for ws in self._ws.values():
             try:
                 ws.close()
-            except Exception:
+            except Exception:  # noqa: S110  closing at shutdown: a dead socket has nothing to report
                 pass
         self._ws.clear()
         self._stop_process()

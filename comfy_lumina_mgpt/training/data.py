@@ -285,7 +285,7 @@ def pretokenize(items: Sequence[SourceItem], bundle: TokenizerBundle, cache_dir:
             continue
         reason = item.error
         if not reason:
-            rng = random.Random(f"{seed}:{key}")
+            rng = random.Random(f"{seed}:{key}")  # noqa: S311  seeded, not a secret
             try:
                 ids, labels, bucket = encode_item(item, bundle, target_size, rng)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
@@ -427,7 +427,7 @@ def plan_batches(dataset: TokenDataset, batch_size: int, seed: int, epoch: int, 
     With several processes an incomplete last global batch of a bucket is dropped (every process must run the
     same number of steps).
     """
-    rng = random.Random(seed * 1_000_003 + epoch)
+    rng = random.Random(seed * 1_000_003 + epoch)  # noqa: S311  seeded, not a secret
     by_bucket: dict[str, list[int]] = defaultdict(list)
     for i, ex in enumerate(dataset.examples):
         by_bucket[ex.bucket].append(i)

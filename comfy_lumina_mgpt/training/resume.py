@@ -103,7 +103,7 @@ def _check_rng(rng: dict) -> None:
     """Each saved RNG state restores into a scratch generator (so the real ones are never half-set)."""
     try:
         version, internal, gauss = rng["python"]
-        random.Random().setstate((version, tuple(internal), gauss))
+        random.Random().setstate((version, tuple(internal), gauss))  # noqa: S311  a scratch generator
         name, keys, pos, has_gauss, cached = rng["numpy"]
         np.random.RandomState().set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         torch.Generator().set_state(rng["torch"].cpu())

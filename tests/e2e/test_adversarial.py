@@ -412,7 +412,7 @@ def arena(comfy_server, request) -> Arena:
             for note in arena.notes:
                 reporter.write_line(f"  {note}")
     else:
-        print(line)
+        print(line)  # noqa: T201  the tally for the reader when pytest has no terminal reporter
 
 
 # ----------------------------------------------------------------------------------------------- the cases

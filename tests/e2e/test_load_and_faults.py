@@ -42,7 +42,7 @@ def report(request, line: str) -> None:
         with capture.global_and_fixture_disabled():
             reporter.write_line(line)
     else:
-        print(line)
+        print(line)  # noqa: T201  the figure for the reader when pytest has no terminal reporter
 
 
 def test_fifty_queued_prompts_run_in_order_with_one_load_and_flat_memory(comfy_server, request):

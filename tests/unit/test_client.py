@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lumina_tools.client import apply_overrides, find_node, parse_set
+from lumina_tools.client import apply_overrides, find_node, parse_set, run_workflow
 
 WORKFLOW = json.loads((Path(__file__).resolve().parents[2] / "workflows/api/text_to_image.json").read_text())
 
@@ -38,3 +38,9 @@ def test_parse_set_and_find_node():
     with pytest.raises(ValueError, match="NODE.INPUT=VALUE"):
         parse_set("seed=7")
     assert find_node(WORKFLOW, "SaveImage") == "6"
+
+
+@pytest.mark.parametrize("server", ["file:///etc", "ftp://127.0.0.1:8188"])
+def test_only_http_servers_are_reached(server, tmp_path):
+    with pytest.raises(ValueError, match="http:// or https://"):
+        run_workflow(WORKFLOW, server, tmp_path)

@@ -191,16 +191,13 @@ def test_bad_settings_are_rejected(bad):
         SamplerConfig(**bad)
 
 
-def test_bench_sample_reports_ours_baseline_and_floor(capsys):
+def test_bench_sample_reports_ours_baseline_and_floor():
     """The benchmark times our sampler and the upstream-style baseline on the same random model in one run and
     derives the two ratios from what it measured (figures are reported, never asserted as limits)."""
-    import json
-
     from lumina_tools import bench
 
-    assert bench.main(["--sample", "--config", "tiny", "--image", "64x64", "--max-steps", "8",
-                       "--device", "cpu", "--json"]) == 0
-    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    res = bench.bench_sample(bench.parse_args(["--sample", "--config", "tiny", "--image", "64x64", "--max-steps",
+                                               "8", "--device", "cpu"]))
     # 64x64 px = a 4x4 code grid: <racm3:break>, H, W, 4 rows of (4 codes + EOL), <eoss>
     assert res["tokens_per_image"] == 24 and res["timed_steps"] == 8 + 3
     assert res["speedup_vs_baseline"] == pytest.approx(res["tokens_per_s"] / res["baseline_tokens_per_s"])
@@ -209,15 +206,16 @@ def test_bench_sample_reports_ours_baseline_and_floor(capsys):
     assert res["floor_ms_per_step"] > 0 and res["peak_memory_gb"] > 0 and res["prefill_s"] > 0
 
 
-def test_bench_table_names_every_figure(capsys):
+def test_bench_table_names_every_figure():
     from lumina_tools import bench
 
-    assert bench.main(["--config", "tiny", "--image", "64x64", "--max-steps", "4", "--device", "cpu",
-                       "--no-baseline", "--jacobi-window", "4"]) == 0
-    out = capsys.readouterr().out
+    res = bench.bench_sample(bench.parse_args(["--config", "tiny", "--image", "64x64", "--max-steps", "4",
+                                               "--device", "cpu", "--no-baseline", "--jacobi-window", "4"]))
+    table = bench.format_sample(res)
     for figure in ("prefill s", "decode ms/step", "tokens/s", "s/image", "peak memory GB", "time_over_floor",
                    "matmuls ms/step", "time_over_matmuls"):
-        assert figure in out
+        assert figure in table
+    assert "baseline_tokens_per_s" not in res  # --no-baseline times no baseline
 
 
 @pytest.mark.slow

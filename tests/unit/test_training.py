@@ -516,9 +516,10 @@ def test_loss_curve_image():
         loss_curve_image(history, width=10, height=10)
 
 
-def test_bench_train_runs(capsys):
+def test_bench_train_times_the_steps_after_warm_up():
     from lumina_tools import bench
 
-    assert bench.main(["--train", "--steps", "1", "--dim", "32", "--layers", "1", "--seq-len", "16",
-                       "--vocab", "64", "--device", "cpu"]) == 0
-    assert "tokens/s" in capsys.readouterr().out
+    res = bench.bench_train(bench.parse_args(["--train", "--steps", "1", "--dim", "32", "--layers", "1",
+                                              "--seq-len", "16", "--vocab", "64", "--device", "cpu"]))
+    assert res["name"] == "train" and res["steps"] == 1 and res["device"] == "cpu"
+    assert res["tokens_per_s"] > 0 and res["wall_s"] > 0

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,6 +75,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two accelerate processes, each importing torch: about 7 s
 def test_two_processes_end_with_identical_weights(tmp_path):
     """DDP over gloo, full finetune and LoRA, each trained 4 steps then resumed to 6 from its checkpoint."""
     script = tmp_path / "worker.py"

@@ -99,6 +99,7 @@ def test_world_train_reuses_finished_stages(trained_folder, tmp_path):
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.slow  # trains the whole recipe twice more: 6-18 s
 def test_world_train_repeats_bit_for_bit_and_depends_on_the_seed(trained_folder, tmp_path):
     """The documented command is reproducible: the same config from nothing (one thread) gives the same
     weights, every stage included; another seed gives others."""
