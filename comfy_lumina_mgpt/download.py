@@ -172,6 +172,29 @@ class _Hub:
         return response
 
 
+class _Ledger:
+    """``.download/verified.json``: which local files were checked against which etag."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / STATE_DIR / VERIFIED_NAME
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        self.entries: dict[str, str] = {k: v for k, v in data.items() if isinstance(v, str)} \
+            if isinstance(data, dict) else {}
+
+    def holds(self, folder: Path, remote: RemoteFile) -> bool:
+        local = folder / remote.local_name
+        return (self.entries.get(remote.local_name) == remote.etag and local.is_file()
+                and local.stat().st_size == remote.size)
+
+    def record(self, remote: RemoteFile) -> None:
+        self.entries[remote.local_name] = remote.etag
+        with atomic_file(self.path) as tmp:
+            tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True), encoding="utf-8")
+
+
 def plan(release: Release, hub: _Hub, folder: Path, ledger: _Ledger) -> list[RemoteFile]:
     """The files to have, in writing order: shards (from the index) first, ``config.json`` last. The index is
     read from ``folder`` when it is there and checked, else from the hub."""
@@ -186,13 +209,12 @@ def plan(release: Release, hub: _Hub, folder: Path, ledger: _Ledger) -> list[Rem
         remotes.append(remote)
     if release.sharded:
         index = next(r for r in remotes if r.path == INDEX_NAME)
-        shard_names = sorted(set(_read_index(hub, index, folder, ledger).values()))
-        remotes += [hub.describe(name) or _missing(hub, name) for name in shard_names]
+        for name in sorted(set(_read_index(hub, index, folder, ledger).values())):
+            shard = hub.describe(name)
+            if shard is None:
+                raise DownloadError(f"{hub.repo_id}'s index names {name!r}, which the repository does not have")
+            remotes.append(shard)
     return sorted(remotes, key=lambda r: r.path == "config.json")
-
-
-def _missing(hub: _Hub, name: str):
-    raise DownloadError(f"{hub.repo_id}'s index names {name!r}, which the repository does not have")
 
 
 def _read_index(hub: _Hub, index: RemoteFile, folder: Path, ledger: _Ledger) -> dict[str, str]:
@@ -218,38 +240,16 @@ def _read_index(hub: _Hub, index: RemoteFile, folder: Path, ledger: _Ledger) -> 
     return weight_map
 
 
-class _Ledger:
-    """``.download/verified.json``: which local files were checked against which etag."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / STATE_DIR / VERIFIED_NAME
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = {}
-        self.entries: dict[str, str] = {k: v for k, v in data.items() if isinstance(v, str)} \
-            if isinstance(data, dict) else {}
-
-    def holds(self, folder: Path, remote: RemoteFile) -> bool:
-        local = folder / remote.local_name
-        return (self.entries.get(remote.local_name) == remote.etag and local.is_file()
-                and local.stat().st_size == remote.size)
-
-    def record(self, remote: RemoteFile) -> None:
-        self.entries[remote.local_name] = remote.etag
-        with atomic_file(self.path) as tmp:
-            tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True), encoding="utf-8")
-
-
 def _hash_file(path: Path, hasher, limit: int | None = None, should_stop=None) -> None:
+    """Feed the first ``limit`` bytes of ``path`` (all of it when None) to ``hasher``."""
+    left = path.stat().st_size if limit is None else limit
     with open(path, "rb") as fh:
-        left = limit if limit is not None else -1
-        while left:
-            chunk = fh.read(CHUNK_BYTES if left < 0 else min(CHUNK_BYTES, left))
+        while left > 0:
+            chunk = fh.read(min(CHUNK_BYTES, left))
             if not chunk:
                 break
             hasher.update(chunk)
-            left -= len(chunk) if left > 0 else 0
+            left -= len(chunk)
             if should_stop and should_stop():
                 raise DownloadCancelled("stopped while checking files")
 
