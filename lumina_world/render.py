@@ -21,6 +21,7 @@ from .scene import (
     label_map,
     object_radius,
     place,
+    shape_mask,
 )
 
 #: Semantic segmentation: one colour per shape class; background black.
@@ -81,17 +82,31 @@ def render_segmentation(scene: Scene) -> Image.Image:
     return Image.fromarray(out, "RGB")
 
 
-def depth_level(scene: Scene, obj: WorldObject) -> int:
-    """Grey level of ``obj`` in the depth map: 255 for the front object, darker further back."""
-    return DEPTH_LEVELS[min(len(scene.objects) - 1 - obj.depth, len(DEPTH_LEVELS) - 1)]
+def occlusion_layers(scene: Scene) -> list[int]:
+    """Per object (``scene.objects`` order), how many layers of visible cover lie in front of it: 0 when no
+    object covers any of its shape, else one more than the deepest layer of the objects that do (an object
+    covers another where its visible pixels lie inside the other's shape).
+
+    This is the layer order a picture shows. The drawing order of objects that do not touch is hidden, so a
+    depth map that encoded it asked for what no model can read (with it, the depth suite's best possible
+    expected score was 0.57 on benchmark seed 0 and 0.49 on seed 1).
+    """
+    labels = label_map(scene)
+    masks = [shape_mask(o.shape, o.cx, o.cy, o.radius, scene.width, scene.height) for o in scene.objects]
+    layers = [0] * len(scene.objects)
+    for i in reversed(range(len(scene.objects))):
+        covering = [j for j in range(i + 1, len(scene.objects)) if (labels[masks[i]] == j).any()]
+        layers[i] = 1 + max(layers[j] for j in covering) if covering else 0
+    return layers
 
 
 def render_depth(scene: Scene) -> Image.Image:
-    """Grey depth map: each visible object at its layer's level (nearer = brighter), background black."""
+    """Grey depth map: each visible object at its occlusion layer's level (``occlusion_layers``: uncovered
+    objects 255, each layer of cover further back darker), background black."""
     out = _canvas(scene, (0, 0, 0))
     labels = label_map(scene)
-    for i, o in enumerate(scene.objects):
-        out[labels == i] = depth_level(scene, o)
+    for i, layer in enumerate(occlusion_layers(scene)):
+        out[labels == i] = DEPTH_LEVELS[min(layer, len(DEPTH_LEVELS) - 1)]
     return Image.fromarray(out, "RGB")
 
 

@@ -191,7 +191,7 @@ def test_dense_metrics():
     assert depth_accuracy(render_depth(s), render_depth(s)) == 1.0
     assert depth_accuracy(Image.new("RGB", s.size), render_depth(s)) == 0.0  # a blank map scores nothing
     swapped = np.asarray(render_depth(s)).copy()
-    swapped[swapped == 255] = 195  # the front object pushed one layer back
+    swapped[label_map(s) == 0] = 195  # one uncovered object pushed a layer back
     assert 0.0 < depth_accuracy(swapped, render_depth(s)) < 1.0
     assert normals_error(render_normals(s), render_normals(s)) < 1e-3
     assert normals_error(Image.new("RGB", s.size, (128, 128, 255)), render_normals(s)) > 5.0
@@ -296,3 +296,30 @@ def test_caption_matches_any_order_except_where_objects_overlap():
         pytest.fail("no overlapping two-object scene in 2000 seeds")
     assert caption_matches(caption(s), s)
     assert not caption_matches(" and ".join(reversed(caption(s).split(" and "))), s)
+
+
+def test_depth_map_shows_only_the_layer_order_a_picture_shows():
+    """Two scenes that draw the same picture get the same depth map (the drawing order of objects that do
+    not touch is hidden), and an object another covers sits a layer behind it."""
+    import itertools
+    import random
+    from dataclasses import replace
+
+    from lumina_world.render import DEPTH_LEVELS, occlusion_layers, render_image
+
+    reorderings = covered = 0
+    for i in range(400):
+        s = sample_scene(random.Random(f"depth-layers:{i}"))
+        picture, depth = np.asarray(render_image(s)), np.asarray(render_depth(s))
+        for perm in itertools.permutations(range(len(s.objects))):
+            other = Scene(s.width, s.height, tuple(replace(s.objects[k], depth=d) for d, k in enumerate(perm)))
+            if perm != tuple(range(len(perm))) and np.array_equal(np.asarray(render_image(other)), picture):
+                reorderings += 1
+                assert np.array_equal(np.asarray(render_depth(other)), depth)
+        layers = occlusion_layers(s)
+        if any(layers):
+            covered += 1
+            back = layers.index(max(layers))
+            visible = label_map(s) == back
+            assert (depth[visible][:, 0] == DEPTH_LEVELS[max(layers)]).all() and max(layers) >= 1
+    assert reorderings > 100 and covered >= 3  # both cases were met
