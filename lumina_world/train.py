@@ -46,19 +46,22 @@ from PIL import Image
 from comfy_lumina_mgpt.atomic import atomic_folder
 from comfy_lumina_mgpt.config import ModelConfig
 from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
-from comfy_lumina_mgpt.model.loading import is_weights_file, write_model_files
+from comfy_lumina_mgpt.model.loading import is_weights_file, load_model, save_model, write_model_files
 from comfy_lumina_mgpt.tokenizer_bundle import TokenizerBundle
-from comfy_lumina_mgpt.tasks import TASKS
+from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER, TASKS
 from comfy_lumina_mgpt.training.loop import is_weight_matrix
 from comfy_lumina_mgpt.tokenizer import TextTokenizer
+from comfy_lumina_mgpt.training import TokenDataset, TrainConfig, train
 from .tokenizer_builder import build_chameleon_tokenizer
 from comfy_lumina_mgpt.vqgan import VQGAN, find_vqgan_files, load_vqgan, save_vqgan
 from .dataset import WORLD_TASKS, scene_examples
 from .folder_dataset import scene_rng
-from .scene import COLOURS, DEFAULT_CANVAS, POSITIONS, SHAPES, SIZES, WORLD_SIZES, caption, sample_scene, vqa_pairs
+from .render import render_image
+from .scene import (COLOURS, DEFAULT_CANVAS, POSITIONS, SHAPES, SIZES, WORLD_SIZES, Scene, caption, edit_scene,
+                    sample_scene, vqa_pairs)
 from .threads import torch_threads
-from .train_config import (DEFAULT_OUT, DEFAULT_WORK, MAX_GRID, OMNI_CYCLE_WEIGHTS, TASK_WEIGHTS, LogFn,
-                           WorldTrainConfig)
+from .train_config import (BALANCE_CYCLE_WEIGHTS, DEFAULT_OUT, DEFAULT_WORK, MAX_GRID, OMNI_CYCLE_WEIGHTS,
+                           TASK_WEIGHTS, LogFn, WorldTrainConfig)
 from .vq_train import (ALPHABET_FILE, encode_pil, load_alphabet, polish_decoder, reconstruction_accuracy,
                        save_alphabet, snap_codes, train_vqgan)
 
@@ -102,10 +105,48 @@ def _draw_task(rng: random.Random, weights: dict[str, float], omni_only: bool) -
 TaskConversation = tuple[str, list[str], list[Image.Image]]
 
 
-def _scene_conversations(seed: int, index: int, tasks: Sequence[str]) -> list[TaskConversation]:
+def _scene_conversations(seed: int, index: int, tasks: Sequence[str], vqa_turns: int = 1,
+                         edit_turns: int = 1) -> list[TaskConversation]:
+    """The scene's examples of ``tasks``; with ``vqa_turns > 1`` its question example goes on to ask up to
+    that many of the scene's questions in one conversation (``vqa_conversation``), with ``edit_turns == 2``
+    its editing example goes on to a second edit of the edited picture (``second_edit``)."""
     scene = sample_scene(scene_rng(seed, index, "scene"))
-    exs, imgs, _ = scene_examples(scene, seed, index, tasks)
-    return [(ex.task, [ex.human, ex.gpt], [imgs[n] for n in ex.images]) for ex in exs]
+    exs, imgs, truth = scene_examples(scene, seed, index, tasks)
+    out = [(ex.task, [ex.human, ex.gpt], [imgs[n] for n in ex.images]) for ex in exs]
+    if vqa_turns > 1:
+        out = [(task, vqa_conversation(scene, turns, vqa_turns, scene_rng(seed, index, "vqa-turns"))
+                if task == "vqa" else turns, ims) for task, turns, ims in out]
+    if edit_turns == 2 and "editing" in tasks:
+        edited = Scene.from_dict(truth["editing"]["scene"])
+        out = [second_edit(edited, turns, ims, scene_rng(seed, index, "second-edit")) if task == "editing"
+               else (task, turns, ims) for task, turns, ims in out]
+    return out
+
+
+def second_edit(edited: Scene, turns: list[str], images: list[Image.Image], rng: random.Random
+                ) -> TaskConversation:
+    """The editing conversation ``turns`` (one edit of a picture into ``edited``) followed by a second edit
+    of the edited picture, given again with the message as the editing workflow chains its nodes (the first
+    answer is the second turn's input picture)."""
+    instruction, twice = edit_scene(edited, rng)
+    return ("editing", [*turns, TASKS["editing"].message(instruction), IMAGE_PLACEHOLDER],
+            [*images, images[-1], render_image(twice)])
+
+
+def vqa_conversation(scene, first: list[str], turns: int, rng: random.Random) -> list[str]:
+    """``first`` (``[question with the image, answer]``) followed by up to ``turns - 1`` more of the scene's
+    questions and answers (``vqa_pairs``, every kind, in a random order; later questions carry no image, as
+    in a chat about one picture). A one-word answer is a few supervised tokens; asking several questions of
+    the same picture gives the text answers more of the gradient at the cost of a few tokens each."""
+    by_kind = vqa_pairs(scene)
+    pairs = [pair for kind in sorted(by_kind) for pair in by_kind[kind]]
+    asked = first[0].replace(IMAGE_PLACEHOLDER, "").strip()
+    rest = [(q, a) for q, a in pairs if q != asked]
+    rng.shuffle(rest)
+    out = list(first)
+    for q, a in rest[:turns - 1]:
+        out.extend([q, a])
+    return out
 
 
 def world_conversations(cfg: WorldTrainConfig) -> list[TaskConversation]:
@@ -144,15 +185,28 @@ def omni_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3) ->
     return out
 
 
+def balance_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3) -> list[TaskConversation]:
+    """The fourth cycle's examples: ``balance_scenes`` scenes after the third cycle's (none seen before), each
+    with the distinct tasks of ``draws_per_scene`` draws from ``BALANCE_CYCLE_WEIGHTS``; question examples
+    ask up to ``cfg.vqa_turns`` questions (``vqa_conversation``)."""
+    rng = random.Random(f"lumina-world-balance-cycle:{cfg.seed}")  # noqa: S311  seeded, not a secret
+    first = cfg.t2i_scenes + cfg.omni_scenes + cfg.omni_cycle_scenes
+    out = []
+    for k in range(cfg.balance_scenes):
+        tasks = sorted({_draw_task(rng, BALANCE_CYCLE_WEIGHTS, omni_only=False) for _ in range(draws_per_scene)})
+        out.extend(_scene_conversations(cfg.seed, first + k, tasks, vqa_turns=cfg.vqa_turns,
+                                        edit_turns=2 if rng.random() < cfg.second_edit_share else 1))
+    return out
+
+
 def tokenize_conversations(convs: Sequence[TaskConversation], bundle: TokenizerBundle,
                            max_seq_len: int, alphabet: dict[bytes, int] | None = None
                            ) -> tuple[list[list[int]], list[list[int]], list[str]]:
     """``(ids, labels, buckets)`` of each conversation (``conversation.build_training_example``).
 
-    Input images keep the encoder's codes (what ``codec.encode_images`` gives at inference); answer images are snapped
-    to ``alphabet`` (``snap_codes``) when given.
+    Images the user gives keep the encoder's codes (what ``codec.encode_images`` gives at inference); answer images
+    are snapped to ``alphabet`` (``snap_codes``) when given.
     """
-    from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER
     from comfy_lumina_mgpt.conversation import build_training_example
 
     unique: dict[int, Image.Image] = {}
@@ -163,8 +217,8 @@ def tokenize_conversations(convs: Sequence[TaskConversation], bundle: TokenizerB
     ids_all, labels_all, buckets = [], [], []
     d = bundle.vqgan.downsample
     for task, turns, ims in convs:
-        n_in = turns[0].count(IMAGE_PLACEHOLDER)
-        c = [codes[id(im)] if k < n_in or not alphabet else snap_codes(im, codes[id(im)], alphabet, d)
+        given = [i % 2 == 0 for i, turn in enumerate(turns) for _ in range(turn.count(IMAGE_PLACEHOLDER))]
+        c = [codes[id(im)] if given[k] or not alphabet else snap_codes(im, codes[id(im)], alphabet, d)
              for k, im in enumerate(ims)]
         ids, labels = build_training_example(bundle.text, turns, c)
         if len(ids) > max_seq_len:
@@ -248,16 +302,77 @@ def _run_stages(cfg: WorldTrainConfig, log: LogFn) -> Path:
     tok_path = work / "tokenizer.json"
     build_world_tokenizer(tok_path, cfg.vq_codes, cfg.text_vocab)
     bundle = TokenizerBundle(TextTokenizer.from_file(tok_path), vq, name="lumina-mgpt-world")
-    vocab = bundle.vocab
 
+    stage3 = work / "stage3"
+    if (stage3 / "DONE").is_file():
+        model = load_model(stage3, dtype=torch.float32)
+        log(f"reusing the language model after three cycles in {stage3}")
+        finished = True
+    else:
+        model, finished = _first_three_cycles(cfg, bundle, alphabet, work, log)
+        if finished:
+            # the fourth cycle starts from here: a run that changes only that cycle reuses the first three
+            save_model(model, stage3, overwrite=True)
+            (stage3 / "DONE").write_text(json.dumps({"seed": cfg.seed}), encoding="utf-8")
+    if cfg.lm_balance_steps > 0 and finished:
+        # Stage 4: fresh scenes again, weighted by how far each task is from its level (editing, detection,
+        # depth, captions and questions most), every task replayed; questions asked several to a picture.
+        t4 = time.perf_counter()
+        ids4, labels4, buckets4 = tokenize_conversations(balance_cycle_conversations(cfg), bundle,
+                                                         max_seq_len=1024, alphabet=alphabet)
+        log(f"stage 4: {len(ids4)} sequences ({dict(Counter(buckets4))}), "
+            f"tokenised in {time.perf_counter() - t4:.0f}s")
+        tcfg4 = replace(_lm_train_config(cfg, work), lr=cfg.lm_balance_lr,
+                        warmup_steps=min(100, cfg.lm_balance_steps // 10), max_steps=cfg.lm_balance_steps,
+                        seed=cfg.seed + 3, output_dir=str(work / "lm4"))
+        model, _ = _cycle(model, TokenDataset.from_sequences(ids4, labels4, buckets=None, vocab=bundle.vocab),
+                          tcfg4, "lm stage 4", cfg, log)
+    folder = assemble_folder(model, vq, tok_path, cfg.out, alphabet)
+    log(f"wrote {folder} ({_folder_mb(folder):.1f} MB) in {time.perf_counter() - t0:.0f}s total")
+    return folder
+
+
+def _lm_train_config(cfg: WorldTrainConfig, work: Path) -> TrainConfig:
+    """The first cycle's trainer settings; the later cycles replace the rate, steps, seed and folder."""
+    return TrainConfig(lr=cfg.lm_lr, betas=(0.9, 0.95), weight_decay=0.05,
+                       warmup_steps=min(100, cfg.lm_steps // 10),
+                       max_steps=cfg.lm_steps, min_lr_ratio=0.05, grad_clip=1.0, batch_size=cfg.lm_batch,
+                       z_loss_weight=1e-5, dropout=0.0, cfg_drop_prob=cfg.cfg_drop_prob, bf16=False,
+                       gradient_checkpointing=False, seed=cfg.seed, save_every=100, keep_last=1,
+                       log_every=10**9,
+                       lora=None, max_seq_len=1024, bucket_window=50, output_dir=str(work / "lm"))
+
+
+def _cycle(model: LuminaMGPT, data: TokenDataset, tc: TrainConfig, name: str, cfg: WorldTrainConfig,
+           log: LogFn) -> tuple[LuminaMGPT, bool]:
+    """One warm-up + cosine cycle into ``tc.output_dir`` (resumed from its last checkpoint if any).
+    Returns the model and whether the cycle ran to its end (not stopped by ``max_minutes_lm``)."""
+    deadline = time.perf_counter() + 60 * cfg.max_minutes_lm if cfg.max_minutes_lm > 0 else math.inf
+    t_start, ema = time.perf_counter(), []
+
+    def on_step(step: int, total: int, metrics: dict[str, float]) -> None:
+        ema.append(metrics["ce"])
+        if step % 25 == 0 or step == total:
+            recent = sum(ema[-25:]) / len(ema[-25:])
+            log(f"lm step {step}/{total} ce {recent:.4f} lr {metrics['lr']:.2e} "
+                f"({time.perf_counter() - t_start:.0f}s)")
+
+    resume = True if any(Path(tc.output_dir).glob("step-*")) else None
+    result = train(model, data, tc, on_step=on_step, should_stop=lambda: time.perf_counter() > deadline,
+                   resume_from=resume)
+    log(f"{name}: {result.step} steps in {time.perf_counter() - t_start:.0f}s")
+    return result.model, not result.stopped_early
+
+
+def _first_three_cycles(cfg: WorldTrainConfig, bundle: TokenizerBundle, alphabet: dict[bytes, int], work: Path,
+                        log: LogFn) -> tuple[LuminaMGPT, bool]:
+    """Cycles 1-3 from a fresh decoder. Returns the model and whether the last one ran to its end."""
+    vocab = bundle.vocab
     t1 = time.perf_counter()
     convs = world_conversations(cfg)
     ids, labels, buckets = tokenize_conversations(convs, bundle, max_seq_len=1024, alphabet=alphabet)
     log(f"{len(ids)} training sequences ({dict(Counter(buckets))}), {sum(map(len, ids))} tokens, "
         f"tokenised in {time.perf_counter() - t1:.0f}s")
-
-    from comfy_lumina_mgpt.training import TokenDataset, TrainConfig, train
-
     dataset = TokenDataset.from_sequences(ids, labels, buckets=None, vocab=vocab)
     first_dataset = dataset
     if cfg.lm_t2i_first:
@@ -269,41 +384,15 @@ def _run_stages(cfg: WorldTrainConfig, log: LogFn) -> Path:
                                                     buckets=None, vocab=vocab)
         log(f"stage 1 (text-to-image only): {len(keep)} sequences")
     model = init_lm(cfg, vocab.vocab_size)
-    tcfg = TrainConfig(lr=cfg.lm_lr, betas=(0.9, 0.95), weight_decay=0.05,
-                       warmup_steps=min(100, cfg.lm_steps // 10),
-                       max_steps=cfg.lm_steps, min_lr_ratio=0.05, grad_clip=1.0, batch_size=cfg.lm_batch,
-                       z_loss_weight=1e-5, dropout=0.0, cfg_drop_prob=cfg.cfg_drop_prob, bf16=False,
-                       gradient_checkpointing=False, seed=cfg.seed, save_every=100, keep_last=1,
-                       log_every=10**9,
-                       lora=None, max_seq_len=1024, bucket_window=50, output_dir=str(work / "lm"))
-
-    def cycle(model: LuminaMGPT, data: TokenDataset, tc: TrainConfig, name: str) -> tuple[LuminaMGPT, bool]:
-        """One warm-up + cosine cycle into ``tc.output_dir`` (resumed from its last checkpoint if any).
-        Returns the model and whether the cycle ran to its end (not stopped by ``max_minutes_lm``)."""
-        deadline = time.perf_counter() + 60 * cfg.max_minutes_lm if cfg.max_minutes_lm > 0 else math.inf
-        t_start, ema = time.perf_counter(), []
-
-        def on_step(step: int, total: int, metrics: dict[str, float]) -> None:
-            ema.append(metrics["ce"])
-            if step % 25 == 0 or step == total:
-                recent = sum(ema[-25:]) / len(ema[-25:])
-                log(f"lm step {step}/{total} ce {recent:.4f} lr {metrics['lr']:.2e} "
-                    f"({time.perf_counter() - t_start:.0f}s)")
-
-        resume = True if any(Path(tc.output_dir).glob("step-*")) else None
-        result = train(model, data, tc, on_step=on_step, should_stop=lambda: time.perf_counter() > deadline,
-                       resume_from=resume)
-        log(f"{name}: {result.step} steps in {time.perf_counter() - t_start:.0f}s")
-        return result.model, not result.stopped_early
-
-    model, finished = cycle(model, first_dataset, tcfg, "lm")
+    tcfg = _lm_train_config(cfg, work)
+    model, finished = _cycle(model, first_dataset, tcfg, "lm", cfg, log)
     if cfg.lm_extra_steps > 0 and finished:
         # Stage 2: a second warm-up + cosine cycle at a lower peak, on every task. The binding of colour and
         # shape words to the cells an object covers is learnt late (after a plateau at ~2000 steps), when the
         # first cycle's rate is already decaying; the second cycle finishes it and learns the Omni tasks.
         tcfg2 = replace(tcfg, lr=cfg.lm_extra_lr, warmup_steps=min(100, cfg.lm_extra_steps // 10),
                         max_steps=cfg.lm_extra_steps, seed=cfg.seed + 1, output_dir=str(work / "lm2"))
-        model, finished = cycle(model, dataset, tcfg2, "lm stage 2")
+        model, finished = _cycle(model, dataset, tcfg2, "lm stage 2", cfg, log)
     if cfg.lm_omni_steps > 0 and finished:
         # Stage 3: fresh scenes weighted towards the Omni tasks the second cycle leaves weak (those that copy
         # the input picture, and the text answers), text-to-image kept in.
@@ -314,12 +403,9 @@ def _run_stages(cfg: WorldTrainConfig, log: LogFn) -> Path:
             f"tokenised in {time.perf_counter() - t3:.0f}s")
         tcfg3 = replace(tcfg, lr=cfg.lm_omni_lr, warmup_steps=min(100, cfg.lm_omni_steps // 10),
                         max_steps=cfg.lm_omni_steps, seed=cfg.seed + 2, output_dir=str(work / "lm3"))
-        model, _ = cycle(model, TokenDataset.from_sequences(ids3, labels3, buckets=None, vocab=vocab), tcfg3,
-                         "lm stage 3")
-    folder = assemble_folder(model, vq, tok_path, cfg.out, alphabet)
-    log(f"wrote {folder} ({_folder_mb(folder):.1f} MB) in {time.perf_counter() - t0:.0f}s total")
-    return folder
-
+        model, finished = _cycle(model, TokenDataset.from_sequences(ids3, labels3, buckets=None, vocab=vocab),
+                                 tcfg3, "lm stage 3", cfg, log)
+    return model, finished
 
 def _polished_vqgan(vq: VQGAN, alphabet: dict[bytes, int], cfg: WorldTrainConfig, folder: Path,
                     log: LogFn) -> VQGAN:

@@ -21,6 +21,13 @@ OMNI_CYCLE_WEIGHTS: dict[str, float] = {
     "text_to_image": 2.5, "segmentation": 0.6, "depth": 1.2, "normals": 0.5, "pose": 0.4, "detection": 1.2,
     "editing": 1.6, "condition_to_image": 0.6, "multiview": 0.5, "caption": 1.0, "vqa": 1.0,
 }
+#: Task shares of the fourth cycle (``lm_balance_steps``), on fresh scenes again: the tasks the third cycle
+#: leaves weakest (editing, detection, depth, the text answers) get the most, every other task is replayed so
+#: that none is forgotten (left out, a task's level fell within a few hundred steps in earlier probes).
+BALANCE_CYCLE_WEIGHTS: dict[str, float] = {
+    "text_to_image": 1.5, "segmentation": 0.5, "depth": 1.5, "normals": 0.5, "pose": 0.3, "detection": 1.5,
+    "editing": 2.0, "condition_to_image": 0.6, "multiview": 0.4, "caption": 1.5, "vqa": 1.5,
+}
 LogFn = Callable[[str], None]
 
 
@@ -36,7 +43,11 @@ class WorldTrainConfig:
     LM: ``lm_dim`` hidden size, ``lm_layers`` layers, ``lm_heads`` heads, ``lm_steps`` steps of ``lm_batch``
     sequences at ``lm_lr``, then ``lm_extra_steps`` more in a second cycle peaking at ``lm_extra_lr`` (0 = no
     second cycle), then ``lm_omni_steps`` in a third cycle peaking at ``lm_omni_lr`` (0 = none) on
-    ``omni_cycle_scenes`` fresh scenes whose tasks are drawn with ``OMNI_CYCLE_WEIGHTS``. With
+    ``omni_cycle_scenes`` fresh scenes whose tasks are drawn with ``OMNI_CYCLE_WEIGHTS``, then
+    ``lm_balance_steps`` in a fourth cycle peaking at ``lm_balance_lr`` (0 = none) on ``balance_scenes`` fresh
+    scenes whose tasks are drawn with ``BALANCE_CYCLE_WEIGHTS`` and whose question examples ask up to
+    ``vqa_turns`` questions in one conversation and a ``second_edit_share`` of whose editing examples go on to
+    a second edit of the edited picture. With
     ``lm_t2i_first`` (a curriculum) the first cycle sees only the text-to-image sequences and the second all
     of them; otherwise both see everything. Data of the first two cycles: ``t2i_scenes`` text-to-image scenes
     and ``omni_scenes`` scenes whose Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE
@@ -73,6 +84,11 @@ class WorldTrainConfig:
     lm_omni_steps: int = 6000
     lm_omni_lr: float = 5e-4
     omni_cycle_scenes: int = 4000
+    lm_balance_steps: int = 4000
+    lm_balance_lr: float = 5e-4
+    balance_scenes: int = 16000
+    vqa_turns: int = 6
+    second_edit_share: float = 0.5
     t2i_scenes: int = 16000
     omni_scenes: int = 3000
     text_vocab: int = 500
@@ -88,11 +104,17 @@ class WorldTrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lm_extra_steps", "vq_decoder_steps", "vq_polish_steps", "vq_polish_scenes",
-                     "lm_omni_steps", "omni_cycle_scenes"):
+                     "lm_omni_steps", "omni_cycle_scenes", "lm_balance_steps", "balance_scenes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lm_omni_steps > 0 and self.omni_cycle_scenes == 0:
             raise ValueError("lm_omni_steps needs omni_cycle_scenes > 0 (the third cycle's fresh scenes)")
+        if self.lm_balance_steps > 0 and self.balance_scenes == 0:
+            raise ValueError("lm_balance_steps needs balance_scenes > 0 (the fourth cycle's fresh scenes)")
+        if not 0.0 <= self.second_edit_share <= 1.0:
+            raise ValueError(f"second_edit_share must be in [0, 1], got {self.second_edit_share}")
+        if self.vqa_turns < 1:
+            raise ValueError(f"vqa_turns must be >= 1, got {self.vqa_turns}")
         if self.vq_polish_steps > 0 and self.vq_polish_scenes == 0:
             raise ValueError("vq_polish_steps needs vq_polish_scenes > 0 (the scenes whose images it draws)")
         if self.lm_t2i_first and self.lm_extra_steps == 0:

@@ -13,6 +13,7 @@ from lumina_world.benchmark import IMAGE_ANSWER_SUITES, SUITES, evaluate_world, 
 from lumina_world.benchmark import main as eval_main
 from comfy_lumina_mgpt.model.loading import load_model
 from comfy_lumina_mgpt.tokenizer_bundle import load_tokenizer_bundle
+from lumina_world.dataset import WORLD_TASKS
 from lumina_world.train import MAX_GRID, WorldTrainConfig, run
 
 
@@ -21,8 +22,8 @@ def tiny_config(tmp_path) -> WorldTrainConfig:
                             vq_embed_dim=4, vq_steps=2, vq_decoder_steps=2, vq_batch=2,
                             vq_pool=12, vq_polish_steps=2, vq_polish_scenes=2, lm_dim=32, lm_layers=1,
                             lm_heads=2, lm_steps=3, lm_extra_steps=2, lm_batch=2, t2i_scenes=6, omni_scenes=3,
-                            lm_omni_steps=2, omni_cycle_scenes=2, text_vocab=60,
-                            recon_eval=2)
+                            lm_omni_steps=2, omni_cycle_scenes=2, lm_balance_steps=2, balance_scenes=3,
+                            text_vocab=60, recon_eval=2)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,7 @@ def test_world_train_writes_a_loadable_folder(trained_folder):
     assert any(line.startswith("lm: 3 steps") for line in logs)
     assert any(line.startswith("lm stage 2: 2 steps") for line in logs)
     assert any(line.startswith("lm stage 3: 2 steps") for line in logs)
+    assert any(line.startswith("lm stage 4: 2 steps") for line in logs)
     # the curriculum: stage 1 trains on the 6 text-to-image sequences only, stage 2 on all of them
     total = next(int(line.split()[0]) for line in logs if line.endswith("s") and "training sequences" in line)
     assert "stage 1 (text-to-image only): 6 sequences" in logs and total > 6
@@ -81,13 +83,83 @@ def test_third_cycle_draws_fresh_scenes_weighted_to_the_omni_tasks():
     assert WorldTrainConfig(omni_cycle_scenes=0, lm_omni_steps=0).lm_omni_steps == 0
 
 
+def test_fourth_cycle_draws_fresh_scenes_and_asks_several_questions_a_picture():
+    from collections import Counter
+
+    from lumina_world.scene import sample_scene, vqa_pairs
+    from lumina_world.folder_dataset import scene_rng
+    from lumina_world.train import balance_cycle_conversations, omni_cycle_conversations
+
+    cfg = WorldTrainConfig(t2i_scenes=30, omni_scenes=10, omni_cycle_scenes=20, balance_scenes=80, vqa_turns=4)
+    third = {turns[0] for task, turns, _ in omni_cycle_conversations(cfg) if task == "text_to_image"}
+    fourth = balance_cycle_conversations(cfg)
+    assert not third & {turns[0] for task, turns, _ in fourth if task == "text_to_image"}
+    counts = Counter(task for task, _, _ in fourth)
+    assert set(counts) == set(WORLD_TASKS) and counts["editing"] > counts["pose"]
+    questions = [turns for task, turns, _ in fourth if task == "vqa"]
+    assert questions and all(len(t) % 2 == 0 and 2 <= len(t) <= 8 for t in questions)
+    assert max(len(t) for t in questions) == 8  # some scene has four questions to ask
+    for turns in questions:  # the picture comes with the first question only, as a chat about one picture
+        assert "<|image|>" in turns[0] and not any("<|image|>" in t for t in turns[1:])
+        asked = [turns[0].replace("<|image|>", "").strip()] + turns[2::2]
+        assert len(set(asked)) == len(asked)
+    # every answer is the world's answer to its question about that scene
+    first = cfg.t2i_scenes + cfg.omni_scenes + cfg.omni_cycle_scenes
+    truth = {}
+    for k in range(cfg.balance_scenes):
+        for pairs in vqa_pairs(sample_scene(scene_rng(cfg.seed, first + k, "scene"))).values():
+            for q, a in pairs:
+                truth.setdefault(q, set()).add(a)
+    for turns in questions:
+        asked = [turns[0].replace("<|image|>", "").strip()] + turns[2::2]
+        assert all(a in truth[q] for q, a in zip(asked, turns[1::2]))
+    assert balance_cycle_conversations(cfg)[7][1] == fourth[7][1]  # a function of the seed
+    # about half the edits go on to a second edit of the edited picture, given again as the workflow does
+    edits = [(turns, ims) for task, turns, ims in fourth if task == "editing"]
+    twice = [(turns, ims) for turns, ims in edits if len(turns) == 4]
+    assert 0 < len(twice) < len(edits)
+    for turns, ims in twice:
+        assert [t.count("<|image|>") for t in turns] == [1, 1, 1, 1] and ims[2] is ims[1]
+        assert turns[2].startswith(("Change", "Remove", "Move"))
+    with pytest.raises(ValueError, match="balance_scenes"):
+        WorldTrainConfig(balance_scenes=0)
+    with pytest.raises(ValueError, match="vqa_turns"):
+        WorldTrainConfig(vqa_turns=0)
+    with pytest.raises(ValueError, match="second_edit_share"):
+        WorldTrainConfig(second_edit_share=1.5)
+
+
+def test_images_the_user_gives_keep_encoder_codes_and_answers_are_snapped(trained_folder):
+    """In a two-turn edit the first answer comes back as the second turn's input: as input it must carry
+    the encoder's codes (what inference sees), as answer the snapped ones."""
+    from comfy_lumina_mgpt.codec import image_codes
+    from lumina_world.train import tokenize_conversations
+    from lumina_world.vq_train import ALPHABET_FILE, encode_pil, load_alphabet, snap_codes
+    from lumina_world.render import render_image
+    from lumina_world.scene import sample_scene
+    from lumina_world.folder_dataset import scene_rng
+
+    folder, _ = trained_folder
+    bundle = load_tokenizer_bundle(folder)
+    alphabet = load_alphabet(folder / ALPHABET_FILE)
+    a, b = (render_image(sample_scene(scene_rng(0, k, "scene"))) for k in (0, 1))
+    convs = [("editing", ["Remove it. <|image|>", "<|image|>", "Move it. <|image|>", "<|image|>"], [a, b, b, a])]
+    (ids,), _, _ = tokenize_conversations(convs, bundle, max_seq_len=2048, alphabet=alphabet)
+    enc_a, enc_b = encode_pil(bundle.vqgan, [a, b])
+    d = bundle.vqgan.downsample
+    want = [enc_a, snap_codes(b, enc_b, alphabet, d), enc_b, snap_codes(a, enc_a, alphabet, d)]
+    got = image_codes(bundle, ids)
+    assert len(got) == 4 and all(torch.equal(g, w) for g, w in zip(got, want))
+    assert not torch.equal(want[1], want[2])  # the untrained tiny encoder misses the alphabet: the test can tell
+
+
 def test_world_train_reuses_finished_stages(trained_folder, tmp_path):
     from safetensors.torch import load_file
 
     folder, _ = trained_folder
     work = folder.parent / "work"
     assert (work / "vqgan" / "DONE").is_file() and (work / "vqgan_polished" / "DONE").is_file()
-    assert all(any(work.glob(f"{stage}/step-*")) for stage in ("lm", "lm2", "lm3"))
+    assert all(any(work.glob(f"{stage}/step-*")) for stage in ("lm", "lm2", "lm3", "lm4"))
     before = load_file(folder / "model.safetensors")
     logs: list[str] = []
     threads = torch.get_num_threads()
@@ -95,6 +167,7 @@ def test_world_train_reuses_finished_stages(trained_folder, tmp_path):
     assert torch.get_num_threads() == threads  # the run's thread count does not leak into the caller
     assert any("reusing the VQGAN" in line for line in logs)
     assert any("reusing the polished VQGAN" in line for line in logs)
+    assert any("reusing the language model after three cycles" in line for line in logs)
     after = load_file(folder / "model.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
