@@ -317,16 +317,8 @@ def _run_stages(cfg: WorldTrainConfig, log: LogFn) -> Path:
     if cfg.lm_balance_steps > 0 and finished:
         # Stage 4: fresh scenes again, weighted by how far each task is from its level (editing, detection,
         # depth, captions and questions most), every task replayed; questions asked several to a picture.
-        t4 = time.perf_counter()
-        ids4, labels4, buckets4 = tokenize_conversations(balance_cycle_conversations(cfg), bundle,
-                                                         max_seq_len=1024, alphabet=alphabet)
-        log(f"stage 4: {len(ids4)} sequences ({dict(Counter(buckets4))}), "
-            f"tokenised in {time.perf_counter() - t4:.0f}s")
-        tcfg4 = replace(_lm_train_config(cfg, work), lr=cfg.lm_balance_lr,
-                        warmup_steps=min(100, cfg.lm_balance_steps // 10), max_steps=cfg.lm_balance_steps,
-                        seed=cfg.seed + 3, output_dir=str(work / "lm4"))
-        model, _ = _cycle(model, TokenDataset.from_sequences(ids4, labels4, buckets=None, vocab=bundle.vocab),
-                          tcfg4, "lm stage 4", cfg, log)
+        model, _ = _fresh_scene_cycle(model, balance_cycle_conversations(cfg), 4, cfg.lm_balance_lr,
+                                      cfg.lm_balance_steps, bundle, alphabet, cfg, work, log)
     folder = assemble_folder(model, vq, tok_path, cfg.out, alphabet)
     log(f"wrote {folder} ({_folder_mb(folder):.1f} MB) in {time.perf_counter() - t0:.0f}s total")
     return folder
@@ -364,6 +356,21 @@ def _cycle(model: LuminaMGPT, data: TokenDataset, tc: TrainConfig, name: str, cf
     return result.model, not result.stopped_early
 
 
+def _fresh_scene_cycle(model: LuminaMGPT, convs: list[TaskConversation], number: int, lr: float, steps: int,
+                       bundle: TokenizerBundle, alphabet: dict[bytes, int], cfg: WorldTrainConfig, work: Path,
+                       log: LogFn) -> tuple[LuminaMGPT, bool]:
+    """Cycle ``number`` (3 or 4) on its own scenes ``convs``: tokenised here, then ``steps`` steps peaking at
+    ``lr`` into ``work/lm{number}``, trainer seed ``cfg.seed + number - 1``."""
+    t = time.perf_counter()
+    ids, labels, buckets = tokenize_conversations(convs, bundle, max_seq_len=1024, alphabet=alphabet)
+    log(f"stage {number}: {len(ids)} sequences ({dict(Counter(buckets))}), "
+        f"tokenised in {time.perf_counter() - t:.0f}s")
+    tc = replace(_lm_train_config(cfg, work), lr=lr, warmup_steps=min(100, steps // 10), max_steps=steps,
+                 seed=cfg.seed + number - 1, output_dir=str(work / f"lm{number}"))
+    data = TokenDataset.from_sequences(ids, labels, buckets=None, vocab=bundle.vocab)
+    return _cycle(model, data, tc, f"lm stage {number}", cfg, log)
+
+
 def _first_three_cycles(cfg: WorldTrainConfig, bundle: TokenizerBundle, alphabet: dict[bytes, int], work: Path,
                         log: LogFn) -> tuple[LuminaMGPT, bool]:
     """Cycles 1-3 from a fresh decoder. Returns the model and whether the last one ran to its end."""
@@ -396,15 +403,8 @@ def _first_three_cycles(cfg: WorldTrainConfig, bundle: TokenizerBundle, alphabet
     if cfg.lm_omni_steps > 0 and finished:
         # Stage 3: fresh scenes weighted towards the Omni tasks the second cycle leaves weak (those that copy
         # the input picture, and the text answers), text-to-image kept in.
-        t3 = time.perf_counter()
-        ids3, labels3, buckets3 = tokenize_conversations(omni_cycle_conversations(cfg), bundle,
-                                                         max_seq_len=1024, alphabet=alphabet)
-        log(f"stage 3: {len(ids3)} sequences ({dict(Counter(buckets3))}), "
-            f"tokenised in {time.perf_counter() - t3:.0f}s")
-        tcfg3 = replace(tcfg, lr=cfg.lm_omni_lr, warmup_steps=min(100, cfg.lm_omni_steps // 10),
-                        max_steps=cfg.lm_omni_steps, seed=cfg.seed + 2, output_dir=str(work / "lm3"))
-        model, finished = _cycle(model, TokenDataset.from_sequences(ids3, labels3, buckets=None, vocab=vocab),
-                                 tcfg3, "lm stage 3", cfg, log)
+        model, finished = _fresh_scene_cycle(model, omni_cycle_conversations(cfg), 3, cfg.lm_omni_lr,
+                                             cfg.lm_omni_steps, bundle, alphabet, cfg, work, log)
     return model, finished
 
 def _polished_vqgan(vq: VQGAN, alphabet: dict[bytes, int], cfg: WorldTrainConfig, folder: Path,
