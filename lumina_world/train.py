@@ -18,9 +18,11 @@ Three stages, each resumable from ``--work`` (a finished stage is reused, so a s
    byte-level BPE trained on every world prompt, caption and answer.
 3. **Lumina-mGPT** (the same ``LuminaMGPT`` class, a few layers) trained from scratch by the pack's trainer
    (``training.train``, full finetune, condition dropout for guidance) on world conversations in the official
-   format (``dataset.scene_examples``: the records ``write_world_dataset`` writes), in three cycles:
+   format (``dataset.scene_examples``: the records ``write_world_dataset`` writes), in four cycles:
    text-to-image alone, then every task (mostly text-to-image), then fresh scenes weighted towards the Omni
-   tasks (``OMNI_CYCLE_WEIGHTS``).
+   tasks (``OMNI_CYCLE_WEIGHTS``), then fresh scenes again weighted by how far each task is from its level
+   (``BALANCE_CYCLE_WEIGHTS``), with several questions to a picture and two-turn edits. The model after
+   three cycles is kept in ``work/stage3``, so changing only the last cycle reruns only that.
 
 The result is one folder in the published layout: ``config.json``, ``model.safetensors``,
 ``tokenizer.json``, ``vqgan.yaml``, ``vqgan.safetensors``. Everything is a function of ``seed`` (torch runs

@@ -25,15 +25,15 @@ OMNI_CYCLE_WEIGHTS: dict[str, float] = {
 #: leaves weakest (editing, detection, depth, the text answers) get the most, every other task is replayed so
 #: that none is forgotten (left out, a task's level fell within a few hundred steps in earlier probes).
 BALANCE_CYCLE_WEIGHTS: dict[str, float] = {
-    "text_to_image": 1.5, "segmentation": 0.5, "depth": 1.5, "normals": 0.5, "pose": 0.3, "detection": 1.5,
-    "editing": 2.0, "condition_to_image": 0.6, "multiview": 0.4, "caption": 1.5, "vqa": 1.5,
+    "text_to_image": 1.5, "segmentation": 0.5, "depth": 0.8, "normals": 0.5, "pose": 0.3, "detection": 2.0,
+    "editing": 2.5, "condition_to_image": 0.6, "multiview": 0.4, "caption": 1.5, "vqa": 2.0,
 }
 LogFn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class WorldTrainConfig:
-    """Every setting of ``world train`` (the defaults make the bundled model: ~3 h 10 min on one CPU core).
+    """Every setting of ``world train`` (the defaults make the bundled model: about 4 h on one CPU core).
 
     VQGAN: ``vq_codes`` codebook entries of ``vq_embed_dim`` dims, ``vq_ch`` base channels, ``vq_steps``
     Adam steps of ``vq_batch`` whole images at peak ``vq_lr`` (cosine), from ``vq_pool`` rendered images,
@@ -84,9 +84,9 @@ class WorldTrainConfig:
     lm_omni_steps: int = 6000
     lm_omni_lr: float = 5e-4
     omni_cycle_scenes: int = 4000
-    lm_balance_steps: int = 4000
+    lm_balance_steps: int = 5000
     lm_balance_lr: float = 5e-4
-    balance_scenes: int = 16000
+    balance_scenes: int = 20000
     vqa_turns: int = 6
     second_edit_share: float = 0.5
     t2i_scenes: int = 16000
