@@ -76,12 +76,13 @@ IMAGE_ANSWER_SUITES: tuple[str, ...] = OMNI_SUITES[:-2]
 #: Largest world canvas side in size-token steps (80 px / 16 px): caps the tokens one image may take.
 MAX_WORLD_GRID = 5
 #: What the bundled model promises on the default benchmark (seed 0, 100 / 40 prompts, greedy, cfg 1): the
-#: ``overall`` each suite keeps: under what the shipped weights (seed 0) measure and under what a retrain
-#: with seed 1 measured, so they hold for the recipe, not one lucky run. The README's table states them;
-#: ``eval`` on the bundled model says which, if any, are missed, and a test checks the shipped weights.
+#: ``overall`` each suite keeps: at or under what the shipped weights measure on benchmark seeds 0 and 1 (the
+#: four-cycle recipe's retrain with seed 1 is not measured yet; the three-cycle one's was). The README's table
+#: states them; ``eval`` on the bundled model says which, if any, are missed, and a test checks the shipped
+#: weights.
 BUNDLED_LEVELS: dict[str, float] = {
-    "text_to_image": 0.90, "pose": 0.95, "segmentation": 0.90, "multiview": 0.90, "normals": 0.85,
-    "condition_to_image": 0.75, "depth": 0.40, "vqa": 0.40, "detection": 0.35, "caption": 0.25, "editing": 0.12,
+    "text_to_image": 0.90, "pose": 0.95, "segmentation": 0.95, "multiview": 0.95, "normals": 0.90,
+    "condition_to_image": 0.90, "depth": 0.90, "vqa": 0.70, "detection": 0.45, "caption": 0.70, "editing": 0.55,
 }
 T2I_SUBSCORES = ("single_object", "two_objects", "counting", "colour_attribution", "position", "size",
                  "aspect_ratio")
