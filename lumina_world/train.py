@@ -282,6 +282,12 @@ def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
 
 def _run_stages(cfg: WorldTrainConfig, log: LogFn) -> Path:
     work = Path(cfg.work_dir)
+    stage3_done = work / "stage3" / "DONE"
+    if stage3_done.is_file():  # checked before anything in ``work`` is written
+        made_with = json.loads(stage3_done.read_text(encoding="utf-8")).get("seed")
+        if made_with != cfg.seed:
+            raise ValueError(f"{stage3_done.parent} holds the model of a seed-{made_with} run, not seed {cfg.seed}: "
+                             "give this run another --work folder, or --fresh to start this one over")
     work.mkdir(parents=True, exist_ok=True)
     (work / "world_train_config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
     t0 = time.perf_counter()
