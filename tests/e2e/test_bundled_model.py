@@ -23,13 +23,18 @@ def load_workflow(name: str) -> dict:
     return json.loads((WORKFLOWS / f"{name}.json").read_text())
 
 
-def saved_pngs(server, result) -> list[Image.Image]:
+def node_images(server, result, node: str) -> list[Image.Image]:
+    """The RGB pictures output node ``node`` saved or previewed."""
     images = []
-    for output in result.executed.values():
-        for item in output.get("images", []):
-            data = server.view(item["filename"], item.get("subfolder", ""), item.get("type", "output"))
-            images.append(Image.open(io.BytesIO(data)).convert("RGB"))
+    for item in result.executed[node].get("images", []):
+        data = server.view(item["filename"], item.get("subfolder", ""), item.get("type", "output"))
+        images.append(Image.open(io.BytesIO(data)).convert("RGB"))
     return images
+
+
+def saved_pngs(server, result) -> list[Image.Image]:
+    """Every output node's pictures."""
+    return [img for node in result.executed for img in node_images(server, result, node)]
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +124,7 @@ def test_task_node_answers_as_the_engine_does(server, engine, workflow, task, pr
     assert task_inputs.get("object", task_inputs.get("instruction", "")) == prompt  # the node asks what we ask
     result = server.run(graph, timeout=300)
     assert result.ok, result.error
-    (item,) = result.executed["5"]["images"]
-    data = server.view(item["filename"], item.get("subfolder", ""), item.get("type", "output"))
-    node_image = Image.open(io.BytesIO(data)).convert("RGB")
+    (node_image,) = node_images(server, result, "5")
 
     _, bundle, codes = engine
     h_lat, w_lat = codes[0].shape
@@ -171,14 +174,6 @@ def test_example_picture_is_the_world_scene_the_answers_are_scored_against():
         assert np.array_equal(np.asarray(example.convert("RGB")), np.asarray(render_image(example_scene())))
 
 
-def _node_images(server, result, node: str) -> list[Image.Image]:
-    images = []
-    for item in result.executed[node]["images"]:
-        data = server.view(item["filename"], item.get("subfolder", ""), item.get("type", "output"))
-        images.append(Image.open(io.BytesIO(data)).convert("RGB"))
-    return images
-
-
 def _node_text(result, node: str) -> str:
     return result.executed[node]["text"][0]
 
@@ -190,31 +185,31 @@ def _check_workflow_answer(name: str, server, result) -> None:
 
     scene = example_scene()
     if name == "segmentation":
-        (img,) = _node_images(server, result, "5")
+        (img,) = node_images(server, result, "5")
         assert analyser.segmentation_iou(img, render_condition(scene, "segmentation")) >= 0.9
     elif name == "depth_estimation":
-        (img,) = _node_images(server, result, "5")
+        (img,) = node_images(server, result, "5")
         assert analyser.depth_accuracy(img, render_condition(scene, "depth")) >= 0.9
     elif name == "surface_normals":
-        (img,) = _node_images(server, result, "5")
+        (img,) = node_images(server, result, "5")
         assert analyser.normals_error(img, render_condition(scene, "normals")) <= 10.0
     elif name == "pose":
-        (img,) = _node_images(server, result, "5")
+        (img,) = node_images(server, result, "5")
         assert analyser.pose_f1(img, render_condition(scene, "pose")) >= 0.9
     elif name == "detection":
-        (img,) = _node_images(server, result, "5")
+        (img,) = node_images(server, result, "5")
         square = next(o for o in scene.objects if o.name == "red square")
         assert analyser.detection_iou(img, detection_box(scene, square)) >= 0.7
     elif name == "image_editing":  # "Change the red square to green.", then "Remove the blue circle."
-        (first,) = _node_images(server, result, "5")
-        (second,) = _node_images(server, result, "7")
+        (first,) = node_images(server, result, "5")
+        (second,) = node_images(server, result, "7")
         assert analyser.edit_score(first, example_scene(EXAMPLE_CAPTION.replace("red", "green"))) == 1.0
         assert analyser.edit_score(second, example_scene("a large green square on the right")) == 1.0
     elif name == "condition_to_image":  # the depth map of the picture, then a picture from it and the caption
-        (img,) = _node_images(server, result, "6")
+        (img,) = node_images(server, result, "6")
         assert analyser.score_text_to_image(img, scene)["overall"] == 1.0
     elif name == "multiview":  # four views of "a green triangle"
-        frames = _node_images(server, result, "4")
+        frames = node_images(server, result, "4")
         triangle = example_scene("a large green triangle in the centre").objects[0]
         assert len(frames) == 4 and analyser.multiview_consistency(frames, triangle) == 1.0
     elif name == "chat":  # "What colour is the circle?", then "How many objects are there?"
