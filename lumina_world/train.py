@@ -108,9 +108,9 @@ TaskConversation = tuple[str, list[str], list[Image.Image]]
 
 
 def _scene_conversations(seed: int, index: int, tasks: Sequence[str], vqa_turns: int = 1,
-                         edit_turns: int = 1) -> list[TaskConversation]:
+                         two_edits: bool = False) -> list[TaskConversation]:
     """The scene's examples of ``tasks``; with ``vqa_turns > 1`` its question example goes on to ask up to
-    that many of the scene's questions in one conversation (``vqa_conversation``), with ``edit_turns == 2``
+    that many of the scene's questions in one conversation (``vqa_conversation``), with ``two_edits``
     its editing example goes on to a second edit of the edited picture (``second_edit``)."""
     scene = sample_scene(scene_rng(seed, index, "scene"))
     exs, imgs, truth = scene_examples(scene, seed, index, tasks)
@@ -118,7 +118,7 @@ def _scene_conversations(seed: int, index: int, tasks: Sequence[str], vqa_turns:
     if vqa_turns > 1:
         out = [(task, vqa_conversation(scene, turns, vqa_turns, scene_rng(seed, index, "vqa-turns"))
                 if task == "vqa" else turns, ims) for task, turns, ims in out]
-    if edit_turns == 2 and "editing" in tasks:
+    if two_edits and "editing" in tasks:
         edited = Scene.from_dict(truth["editing"]["scene"])
         out = [second_edit(edited, turns, ims, scene_rng(seed, index, "second-edit")) if task == "editing"
                else (task, turns, ims) for task, turns, ims in out]
@@ -135,7 +135,7 @@ def second_edit(edited: Scene, turns: list[str], images: list[Image.Image], rng:
             [*images, images[-1], render_image(twice)])
 
 
-def vqa_conversation(scene, first: list[str], turns: int, rng: random.Random) -> list[str]:
+def vqa_conversation(scene: Scene, first: list[str], turns: int, rng: random.Random) -> list[str]:
     """``first`` (``[question with the image, answer]``) followed by up to ``turns - 1`` more of the scene's
     questions and answers (``vqa_pairs``, every kind, in a random order; later questions carry no image, as
     in a chat about one picture). A one-word answer is a few supervised tokens; asking several questions of
@@ -197,7 +197,7 @@ def balance_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3)
     for k in range(cfg.balance_scenes):
         tasks = sorted({_draw_task(rng, BALANCE_CYCLE_WEIGHTS, omni_only=False) for _ in range(draws_per_scene)})
         out.extend(_scene_conversations(cfg.seed, first + k, tasks, vqa_turns=cfg.vqa_turns,
-                                        edit_turns=2 if rng.random() < cfg.second_edit_share else 1))
+                                        two_edits=rng.random() < cfg.second_edit_share))
     return out
 
 
