@@ -168,6 +168,9 @@ def test_world_train_reuses_finished_stages(trained_folder, tmp_path):
     assert any("reusing the VQGAN" in line for line in logs)
     assert any("reusing the polished VQGAN" in line for line in logs)
     assert any("reusing the language model after three cycles" in line for line in logs)
+    # the finished fourth cycle is read back from its last checkpoint, its scenes not tokenised again
+    assert any("reusing the language model after cycle 4" in line for line in logs)
+    assert not any(line.startswith("stage 4:") for line in logs)
     recorded = (work / "world_train_config.json").read_bytes()
     with pytest.raises(ValueError, match="seed-0 run, not seed 1"):  # another seed never reuses this model
         run(replace(tiny_config(folder.parent), seed=1), log=lambda _: None)
