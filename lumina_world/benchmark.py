@@ -77,8 +77,8 @@ IMAGE_ANSWER_SUITES: tuple[str, ...] = OMNI_SUITES[:-2]
 MAX_WORLD_GRID = 5
 #: What the bundled model promises on the default benchmark (seed 0, 100 / 40 prompts, greedy, cfg 1): the
 #: ``overall`` each suite keeps: at or under what the shipped weights measure on benchmark seeds 0 and 1 (the
-#: four-cycle recipe's retrain with seed 1 is not measured yet; the three-cycle one's was). The README's table
-#: states them; ``eval`` on the bundled model says which, if any, are missed, and a test checks the shipped
+#: four-cycle recipe's retrain with seed 1 misses editing, caption and detection; the README's table has its
+#: figures). The README's table states them; ``eval`` on the bundled model says which, if any, are missed, and a test checks the shipped
 #: weights.
 BUNDLED_LEVELS: dict[str, float] = {
     "text_to_image": 0.90, "pose": 0.95, "segmentation": 0.95, "multiview": 0.95, "normals": 0.90,
