@@ -51,7 +51,7 @@ from comfy_lumina_mgpt.model.chameleon import LuminaMGPT
 from comfy_lumina_mgpt.model.loading import is_weights_file, load_model, save_model, write_model_files
 from comfy_lumina_mgpt.tokenizer_bundle import TokenizerBundle
 from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER, TASKS
-from comfy_lumina_mgpt.training.checkpoint import TRAINER_JSON, step_dir_name
+from comfy_lumina_mgpt.training.checkpoint import latest_checkpoint, step_dir_name
 from comfy_lumina_mgpt.training.loop import is_weight_matrix
 from comfy_lumina_mgpt.tokenizer import TextTokenizer
 from comfy_lumina_mgpt.training import TokenDataset, TrainConfig, train
@@ -371,8 +371,8 @@ def _fresh_scene_cycle(model: LuminaMGPT, convs: list[TaskConversation], number:
     """Cycle ``number`` (3 or 4) on its own scenes ``convs``: tokenised here, then ``steps`` steps peaking at
     ``lr`` into ``work/lm{number}``, trainer seed ``cfg.seed + number - 1``. A cycle whose last checkpoint is
     already there is read back without tokenising (minutes of work that resuming would throw away)."""
-    finished = Path(work) / f"lm{number}" / step_dir_name(steps)
-    if (finished / TRAINER_JSON).is_file():
+    finished = latest_checkpoint(Path(work) / f"lm{number}")
+    if finished is not None and finished.name == step_dir_name(steps):
         log(f"reusing the language model after cycle {number} in {finished}")
         return load_model(finished, dtype=torch.float32), True
     t = time.perf_counter()
