@@ -232,14 +232,18 @@ def _time_baseline(model, tok, prompt: list[int], grid: tuple[int, int], steps: 
     v = tok.vocab
     start_ids = prompt + [v.boi_id, v.size_token(grid[0]), v.size_token(grid[1])]
     baseline_generate(hf, v, start_ids, 2, args.cfg)  # warm-up
-    times = []
-    for n in (1, steps):
+    marks: list[float] = []
+
+    def on_token() -> None:
         _sync(device)
-        t0 = time.perf_counter()
-        baseline_generate(hf, v, start_ids, n, args.cfg)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return {"prefill_s": times[0], "decode_ms_per_step": 1000 * (times[1] - times[0]) / (steps - 1)}
+        marks.append(time.perf_counter())
+
+    # One run, stamped at every token: the steps are differences of one monotonic clock, so a loaded machine
+    # makes them slower but never negative (two separate runs of 1 and N tokens did, on a busy CPU).
+    _sync(device)
+    start = time.perf_counter()
+    baseline_generate(hf, v, start_ids, steps, args.cfg, on_token=on_token)
+    return {"prefill_s": marks[0] - start, "decode_ms_per_step": 1000 * (marks[-1] - marks[0]) / (steps - 1)}
 
 
 def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
@@ -285,7 +289,7 @@ def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
         out["tokens_per_forward"] = ours["steps"] / max(1, ours["forwards"])
     if not args.no_baseline:
         try:
-            steps = min(ours["steps"], args.baseline_steps or args.max_steps or 10**9)
+            steps = max(2, min(ours["steps"], args.baseline_steps or args.max_steps or 10**9))  # a step is a difference
             base = _time_baseline(model, tok, prompt, grid, steps, args, device)
         except ImportError:
             out["baseline"] = "skipped: transformers is not installed (pip install -r requirements-dev.txt)"

@@ -11,6 +11,8 @@ development dependency: this module is imported only by the benchmark and tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -112,13 +114,31 @@ class _Processors:
 
 
 def baseline_generate(hf, vocab: LuminaVocab, prompt: list[int], new_tokens: int, cfg_scale: float,
-                      image_top_k: int = 2000, text_top_k: int = 10, seed: int = 0) -> Tensor:
-    """``new_tokens`` tokens after ``prompt`` by ``hf.generate`` with the official processors; ``[1, T]``."""
+                      image_top_k: int = 2000, text_top_k: int = 10, seed: int = 0,
+                      on_token: Callable[[], None] | None = None) -> Tensor:
+    """``new_tokens`` tokens after ``prompt`` by ``hf.generate`` with the official processors; ``[1, T]``.
+
+    ``on_token`` is called once per new token, after the processors have shaped its scores (so after both of
+    that step's forwards): the benchmark times the steps from one run with it.
+    """
     from transformers import LogitsProcessorList
 
-    proc = _Processors(hf, vocab, cfg_scale, image_top_k, text_top_k)
+    processors = [_Processors(hf, vocab, cfg_scale, image_top_k, text_top_k)]
+    if on_token is not None:
+        processors.append(_Notify(on_token))
     device = hf.lm_head.weight.device
     torch.manual_seed(seed)
-    return hf.generate(torch.tensor([prompt], device=device), logits_processor=LogitsProcessorList([proc]),
+    return hf.generate(torch.tensor([prompt], device=device), logits_processor=LogitsProcessorList(processors),
                        do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=new_tokens,
                        min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0)
+
+
+class _Notify:
+    """A pass-through processor that calls ``callback`` at every step."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        self.callback()
+        return scores

@@ -206,6 +206,24 @@ def test_bench_sample_reports_ours_baseline_and_floor():
     assert res["floor_ms_per_step"] > 0 and res["peak_memory_gb"] > 0 and res["prefill_s"] > 0
 
 
+def test_baseline_stamps_each_new_token_once(tmp_path):
+    """The baseline's step times come from stamps of one run, one per new token (two separate runs of 1 and
+    N tokens gave negative step times on a loaded CPU)."""
+    from lumina_tools import bench
+    from lumina_tools.bench_baseline import baseline_generate, hf_chameleon
+
+    tok = bench._official_vocab(tmp_path)
+    hf = hf_chameleon(bench._random_model("tiny", torch.float32, torch.device("cpu")))
+    v = tok.vocab
+    start = [v.bos_id, *tok.encode("a red fox"), v.sep_id, v.boi_id, v.size_token(2), v.size_token(2)]
+    stamps = []
+    out = baseline_generate(hf, v, start, 6, 3.0, on_token=lambda: stamps.append(len(stamps)))
+    assert out.shape == (1, len(start) + 6) and stamps == list(range(6))
+    res = bench.bench_sample(bench.parse_args(["--config", "tiny", "--image", "64x64", "--max-steps", "4",
+                                               "--baseline-steps", "1", "--device", "cpu"]))
+    assert res["baseline_decode_ms_per_step"] > 0 and res["baseline_prefill_s"] > 0  # one step is raised to two
+
+
 def test_bench_table_names_every_figure():
     from lumina_tools import bench
 
