@@ -12,15 +12,19 @@ Suites and their ``overall``:
   from the ``WxH`` in the prompt: nothing is forced). ``overall`` = share of prompts with every sub-score
   except aspect ratio right (``score_text_to_image``).
 * ``segmentation``: mean IoU over shape classes; ``overall`` = mean IoU.
-* ``detection``: IoU of the drawn box with the true one; ``overall`` = mean IoU (``acc@0.5`` too).
+* ``detection``: IoU of the drawn box with the true one; ``overall`` = mean IoU (``acc@0.5`` too;
+  ``other_object``: share of boxes around another object of the scene instead).
 * ``depth``: share of surface pixels at the right layer (``depth_accuracy``; a surface in the truth or the
   prediction counts) and the mean absolute grey-level error in [0, 1]; ``overall`` = that share.
 * ``normals``: mean angular error in degrees; ``overall`` = 1 - error / 90 (floored at 0).
 * ``pose``: F1 of the stick figures' limb pixels, within 1 px (``pose_f1``); ``overall`` = that F1.
-* ``editing``: F1 of the edited scene's objects; ``overall`` = accuracy (share of edits exactly right).
+* ``editing``: F1 of the edited scene's objects; ``overall`` = accuracy (share of edits exactly right; also
+  by kind: ``recolour_accuracy``, ``remove_accuracy``, ``move_accuracy``; ``unchanged``: share of answers
+  that copy the input picture with no change).
 * ``condition_to_image``: ``overall`` = share of pictures matching the caption's scene exactly.
 * ``multiview``: share of frames showing the asked object; ``overall`` = that consistency.
-* ``vqa``: ``overall`` = answer accuracy (also per question kind: colour, shape, count, position, size).
+* ``vqa``: ``overall`` = answer accuracy (also per question kind: colour, shape, count, position, size;
+  ``position_other_object``: share of position questions answered with the place of another object).
 * ``caption``: ``overall`` = share of captions naming exactly the scene's objects (``caption_matches``: in
   any order, except that overlapping objects must be named back to front).
 
@@ -232,14 +236,25 @@ def eval_omni(model, bundle: TokenizerBundle, task: str, n: int, seed: int, sett
         else:
             text, _ = conversation.split_response(toks, bundle.text)
             if task == "vqa":
-                right = analyser.normalise_answer(text) == analyser.normalise_answer(truth["vqa"]["answer"])
-                add("accuracy", right)
-                add(f"{truth['vqa']['kind']}_accuracy", right)  # colour / shape / count / position questions
+                for key, value in vqa_scores(text, scene, truth["vqa"]).items():
+                    add(key, value)
             else:
                 add("accuracy", analyser.caption_matches(text, scene))
     out = _with_overall(task, {k: float(np.mean(v)) for k, v in vals.items()})
     out["count"] = float(n)
     out["forwards_per_prompt"] = stats["forwards"] / n
+    return out
+
+
+def vqa_scores(answer: str, scene: world_scene.Scene, truth: dict) -> dict[str, bool]:
+    """Scores of one answer to the question ``truth`` (``{"kind", "question", "answer"}``) about ``scene``:
+    ``accuracy``, ``<kind>_accuracy`` and, for a position question, ``position_other_object`` (the answer is
+    the place of another object of the scene: the usual wrong answer)."""
+    said = analyser.normalise_answer(answer)
+    right = said == analyser.normalise_answer(truth["answer"])
+    out = {"accuracy": right, f"{truth['kind']}_accuracy": right}
+    if truth["kind"] == "position":
+        out["position_other_object"] = not right and any(o.position == said for o in scene.objects)
     return out
 
 
@@ -251,9 +266,14 @@ def _score_images(task: str, scene, truth: dict, targets: Sequence[Image.Image],
     if task == "segmentation":
         add("iou", 0.0 if pred is None else analyser.segmentation_iou(pred, targets[0]))
     elif task == "detection":
-        iou = 0.0 if pred is None else analyser.detection_iou(pred, truth["detection"]["box"])
+        found = None if pred is None else analyser.find_detection_box(pred)
+        iou = 0.0 if found is None else analyser.box_iou(found, truth["detection"]["box"])
         add("iou", iou)
         add("acc@0.5", iou >= 0.5)
+        # the usual wrong answer: a box around another object of the scene (often repainted as the asked one)
+        others = [o for o in scene.objects if o.name != truth["detection"]["object"]]
+        add("other_object", found is not None and iou < 0.5 and any(
+            analyser.box_iou(found, render.detection_box(scene, o)) >= 0.5 for o in others))
     elif task == "depth":
         add("error", 1.0 if pred is None else analyser.depth_error(pred, targets[0]))
         add("layer_accuracy", 0.0 if pred is None else analyser.depth_accuracy(pred, targets[0]))
@@ -265,6 +285,9 @@ def _score_images(task: str, scene, truth: dict, targets: Sequence[Image.Image],
         f1 = 0.0 if pred is None else analyser.edit_score(pred, world_scene.Scene.from_dict(truth["editing"]["scene"]))
         add("f1", f1)
         add("accuracy", f1 == 1.0)
+        add(f"{world_scene.edit_kind(truth['editing']['instruction'])}_accuracy", f1 == 1.0)
+        # the usual wrong answer: the input picture copied with no change at all
+        add("unchanged", pred is not None and analyser.edit_score(pred, scene) == 1.0)
     elif task == "condition_to_image":
         add("accuracy", 0.0 if pred is None else analyser.score_text_to_image(pred, scene)["overall"])
     elif task == "multiview":
@@ -416,16 +439,16 @@ def evaluate_world(model_dir: str | Path, *, n: int = 100, n_omni: int = 40, see
 
 def format_table(results: dict) -> str:
     """A plain-text table: one line per suite and metric, ``overall`` first."""
-    lines = [f"{'suite':<20} {'metric':<20} {'value':>8}", "-" * 50]
+    lines = [f"{'suite':<20} {'metric':<22} {'value':>8}", "-" * 52]
     for suite, metrics in results.items():
         if suite == "meta":
             continue
         keys = ["overall"] + [k for k in metrics if k not in ("overall", "count", "seconds",
                                                               "forwards_per_prompt")]
         for j, k in enumerate(keys):
-            lines.append(f"{suite if j == 0 else '':<20} {k:<20} {metrics[k]:>8.3f}")
+            lines.append(f"{suite if j == 0 else '':<20} {k:<22} {metrics[k]:>8.3f}")
     meta = results.get("meta", {})
-    lines.append("-" * 50)
+    lines.append("-" * 52)
     lines.append(f"model {meta.get('model')}  seed {meta.get('seed')}  "
                  f"n {meta.get('n')}/{meta.get('n_omni')}  {meta.get('seconds')} s")
     return "\n".join(lines)

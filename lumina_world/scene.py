@@ -400,6 +400,22 @@ def edit_scene(scene: Scene, rng: random.Random | int) -> tuple[str, Scene]:
     raise RuntimeError(f"no valid edit of scene {caption(scene)!r}")
 
 
+#: The first word of each edit instruction ``edit_scene`` writes, and the kind of edit it names.
+EDIT_KINDS: dict[str, str] = {"Change": "recolour", "Remove": "remove", "Move": "move"}
+
+
+def edit_kind(instruction: str) -> str:
+    """``"recolour"``, ``"remove"`` or ``"move"``: the kind of an ``edit_scene`` instruction.
+
+    Raises:
+        ValueError: the instruction is not one ``edit_scene`` writes.
+    """
+    kind = EDIT_KINDS.get(instruction.split(" ", 1)[0])
+    if kind is None:
+        raise ValueError(f"{instruction!r} is not a world edit; it starts with one of {sorted(EDIT_KINDS)}")
+    return kind
+
+
 def _try_edit(scene: Scene, target: WorldObject, op: str, rng: random.Random) -> tuple[str, Scene] | None:
     others = [o for o in scene.objects if o is not target]
     if op == "remove":

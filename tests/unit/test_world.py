@@ -12,7 +12,9 @@ import pytest
 from PIL import Image, ImageFilter
 
 from comfy_lumina_mgpt.tasks import IMAGE_PLACEHOLDER
-from lumina_world.scene import CELL, Scene, nearest_position, place
+from lumina_world.analyser import box_iou
+from lumina_world.benchmark import vqa_scores
+from lumina_world.scene import CELL, POSITIONS, Scene, edit_kind, nearest_position, place
 from lumina_world import (
     COLOURS,
     SHAPES,
@@ -223,6 +225,50 @@ def test_edits_are_seeded_varied_and_scored():
         assert edit_score(render_image(edited), edited) == 1.0
         assert edit_score(render_image(s), edited) < 1.0
     assert set(kinds) == {"Change", "Remove", "Move"}
+
+
+def _suite_scores(task: str, scene: Scene, truth: dict, answer: Image.Image) -> dict:
+    from lumina_world.benchmark import _score_images
+
+    got: dict = {}
+    _score_images(task, scene, truth, [], [np.asarray(answer)], got.__setitem__)
+    return got
+
+
+def test_benchmark_names_the_usual_wrong_answers():
+    """An edit answered with the input picture is ``unchanged`` and wrong under its kind, a box around
+    another object is ``other_object``, a position answer naming another object's place is
+    ``position_other_object``; the right answers are none of these."""
+    boxed_other = 0
+    for i, s in enumerate(SCENES[:30]):
+        instruction, edited = edit_scene(s, random.Random(i))
+        truth = {"editing": {"instruction": instruction, "scene": edited.to_dict()}}
+        kind = edit_kind(instruction)
+        right = _suite_scores("editing", s, truth, render_image(edited))
+        assert right["accuracy"] and right[f"{kind}_accuracy"] and not right["unchanged"], instruction
+        copied = _suite_scores("editing", s, truth, render_image(s))
+        assert not copied["accuracy"] and not copied[f"{kind}_accuracy"] and copied["unchanged"], instruction
+        if len(s.objects) < 2:
+            continue
+        target, other = s.objects[:2]
+        truth = {"detection": {"object": target.name, "box": list(detection_box(s, target))}}
+        assert not _suite_scores("detection", s, truth, render_detection(s, target))["other_object"]
+        if box_iou(detection_box(s, target), detection_box(s, other)) < 0.5:  # boxes apart: a wrong answer
+            wrong = _suite_scores("detection", s, truth, render_detection(s, other))
+            assert wrong["other_object"] and not wrong["acc@0.5"], (target.name, other.name)
+            boxed_other += 1
+        question = {"kind": "position", "question": f"Where is the {target.name}?", "answer": target.position}
+        assert vqa_scores(target.position, s, question) == {
+            "accuracy": True, "position_accuracy": True, "position_other_object": False}
+        assert vqa_scores(other.position.upper(), s, question)["position_other_object"]
+        for empty in set(POSITIONS) - {o.position for o in s.objects}:
+            assert vqa_scores(empty, s, question) == {
+                "accuracy": False, "position_accuracy": False, "position_other_object": False}
+    assert boxed_other >= 10
+    assert vqa_scores("red", SCENES[0], {"kind": "colour", "question": "?", "answer": "red"}) == {
+        "accuracy": True, "colour_accuracy": True}
+    with pytest.raises(ValueError, match="not a world edit"):
+        edit_kind("Paint the red circle blue.")
 
 
 def test_multiview_frames_turn_and_stay_consistent():
