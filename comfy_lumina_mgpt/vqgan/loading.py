@@ -61,7 +61,7 @@ def load_vqgan(config_path: str | Path, weights_path: str | Path,
                device: str | torch.device = "cpu") -> VQGAN:
     """Build a VQGAN from ``vqgan.yaml`` and load its weights (.safetensors or .ckpt, no code executed).
 
-    Returns the model in fp32, ``eval()`` mode, with ``requires_grad`` off, on ``device``.
+    Returns the model in fp32, in evaluation mode, with ``requires_grad`` off, on ``device``.
     ValueError naming the file and keys when tensors are missing, extra (``loss.*`` is ignored) or
     mis-shaped.
     """

@@ -123,7 +123,7 @@ def _unsafe_globals(path: Path) -> list[str] | None:
 
 
 def _short_error(err: BaseException) -> str:
-    """The unpickler's own reason, without torch's advice to retry with ``weights_only=False``."""
+    """The unpickler's own reason, without torch's advice to switch its weights-only check off."""
     text = str(err)
     if "TorchScript" in text:
         return "it is a TorchScript archive, not a saved state dict"
