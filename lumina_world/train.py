@@ -18,11 +18,13 @@ Three stages, each resumable from ``--work`` (a finished stage is reused, so a s
    byte-level BPE trained on every world prompt, caption and answer.
 3. **Lumina-mGPT** (the same ``LuminaMGPT`` class, a few layers) trained from scratch by the pack's trainer
    (``training.train``, full finetune, condition dropout for guidance) on world conversations in the official
-   format (``dataset.scene_examples``: the records ``write_world_dataset`` writes), in four cycles:
+   format (``dataset.scene_examples``: the records ``write_world_dataset`` writes), in five cycles:
    text-to-image alone, then every task (mostly text-to-image), then fresh scenes weighted towards the Omni
    tasks (``OMNI_CYCLE_WEIGHTS``), then fresh scenes again weighted by how far each task is from its level
-   (``BALANCE_CYCLE_WEIGHTS``), with several questions to a picture and two-turn edits. The model after
-   three cycles is kept in ``work/stage3``, so changing only the last cycle reruns only that.
+   (``BALANCE_CYCLE_WEIGHTS``), with several questions to a picture and two-turn edits, then as many again
+   at a higher rate weighted further towards editing, detection and questions (``WEAK_CYCLE_WEIGHTS``).
+   The model after three cycles is kept in ``work/stage3`` and each later cycle's last checkpoint in
+   ``work/lm4`` / ``work/lm5``, so changing only a later cycle reruns only that and what follows.
 
 The result is one folder in the published layout: ``config.json``, ``model.safetensors``,
 ``tokenizer.json``, ``vqgan.yaml``, ``vqgan.safetensors``. Everything is a function of ``seed`` (torch runs
@@ -64,7 +66,7 @@ from .scene import (COLOURS, DEFAULT_CANVAS, POSITIONS, SHAPES, SIZES, WORLD_SIZ
                     sample_scene, vqa_pairs)
 from .threads import torch_threads
 from .train_config import (BALANCE_CYCLE_WEIGHTS, DEFAULT_OUT, DEFAULT_WORK, MAX_GRID, OMNI_CYCLE_WEIGHTS,
-                           TASK_WEIGHTS, LogFn, WorldTrainConfig)
+                           TASK_WEIGHTS, WEAK_CYCLE_WEIGHTS, LogFn, WorldTrainConfig)
 from .vq_train import (ALPHABET_FILE, encode_pil, load_alphabet, polish_decoder, reconstruction_accuracy,
                        save_alphabet, snap_codes, train_vqgan)
 
@@ -192,11 +194,28 @@ def balance_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3)
     """The fourth cycle's examples: ``balance_scenes`` scenes after the third cycle's (none seen before), each
     with the distinct tasks of ``draws_per_scene`` draws from ``BALANCE_CYCLE_WEIGHTS``; question examples
     ask up to ``cfg.vqa_turns`` questions (``vqa_conversation``)."""
-    rng = random.Random(f"lumina-world-balance-cycle:{cfg.seed}")  # noqa: S311  seeded, not a secret
     first = cfg.t2i_scenes + cfg.omni_scenes + cfg.omni_cycle_scenes
+    return _chat_cycle_conversations(cfg, "lumina-world-balance-cycle", first, cfg.balance_scenes,
+                                     BALANCE_CYCLE_WEIGHTS, draws_per_scene)
+
+
+def weak_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3) -> list[TaskConversation]:
+    """The fifth cycle's examples: ``weak_scenes`` scenes after the fourth cycle's (none seen before), drawn
+    as the fourth cycle's but with ``WEAK_CYCLE_WEIGHTS`` (editing, detection and questions the most)."""
+    first = cfg.t2i_scenes + cfg.omni_scenes + cfg.omni_cycle_scenes + cfg.balance_scenes
+    return _chat_cycle_conversations(cfg, "lumina-world-weak-cycle", first, cfg.weak_scenes,
+                                     WEAK_CYCLE_WEIGHTS, draws_per_scene)
+
+
+def _chat_cycle_conversations(cfg: WorldTrainConfig, rng_name: str, first: int, scenes: int,
+                              weights: dict[str, float], draws_per_scene: int) -> list[TaskConversation]:
+    """Scenes ``first..first+scenes-1``, each with the distinct tasks of ``draws_per_scene`` draws from
+    ``weights``; up to ``cfg.vqa_turns`` questions a picture, a ``cfg.second_edit_share`` of edits edited
+    again (``_scene_conversations``)."""
+    rng = random.Random(f"{rng_name}:{cfg.seed}")  # noqa: S311  seeded, not a secret
     out = []
-    for k in range(cfg.balance_scenes):
-        tasks = sorted({_draw_task(rng, BALANCE_CYCLE_WEIGHTS, omni_only=False) for _ in range(draws_per_scene)})
+    for k in range(scenes):
+        tasks = sorted({_draw_task(rng, weights, omni_only=False) for _ in range(draws_per_scene)})
         out.extend(_scene_conversations(cfg.seed, first + k, tasks, vqa_turns=cfg.vqa_turns,
                                         two_edits=rng.random() < cfg.second_edit_share))
     return out
@@ -276,7 +295,7 @@ def assemble_folder(model: LuminaMGPT, vq: VQGAN, tokenizer_path: str | Path, ou
 
 
 def run(cfg: WorldTrainConfig, *, log: LogFn = logger.info) -> Path:
-    """All three stages; finished stages found in ``cfg.work_dir`` are reused. Returns the model folder."""
+    """All three stages (VQGAN, tokenizer, language model); finished stages found in ``cfg.work_dir`` are reused. Returns the model folder."""
     with torch_threads(cfg.threads):
         return _run_stages(cfg, log)
 
@@ -326,8 +345,14 @@ def _run_stages(cfg: WorldTrainConfig, log: LogFn) -> Path:
     if cfg.lm_balance_steps > 0 and finished:
         # Stage 4: fresh scenes again, weighted by how far each task is from its level (editing, detection,
         # depth, captions and questions most), every task replayed; questions asked several to a picture.
-        model, _ = _fresh_scene_cycle(model, balance_cycle_conversations(cfg), 4, cfg.lm_balance_lr,
-                                      cfg.lm_balance_steps, bundle, alphabet, cfg, work, log)
+        model, finished = _fresh_scene_cycle(model, balance_cycle_conversations(cfg), 4, cfg.lm_balance_lr,
+                                             cfg.lm_balance_steps, bundle, alphabet, cfg, work, log)
+    if cfg.lm_weak_steps > 0 and finished:
+        # Stage 5: more fresh scenes at twice the fourth cycle's peak rate, weighted further towards editing,
+        # detection and questions. More steps of the same mix were the one change that still lifted editing
+        # and detection; rates, depth and single-task cycles did not (measured in the README's stage list).
+        model, _ = _fresh_scene_cycle(model, weak_cycle_conversations(cfg), 5, cfg.lm_weak_lr,
+                                      cfg.lm_weak_steps, bundle, alphabet, cfg, work, log)
     folder = assemble_folder(model, vq, tok_path, cfg.out, alphabet)
     log(f"wrote {folder} ({_folder_mb(folder):.1f} MB) in {time.perf_counter() - t0:.0f}s total")
     return folder
@@ -368,7 +393,7 @@ def _cycle(model: LuminaMGPT, data: TokenDataset, tc: TrainConfig, name: str, cf
 def _fresh_scene_cycle(model: LuminaMGPT, convs: list[TaskConversation], number: int, lr: float, steps: int,
                        bundle: TokenizerBundle, alphabet: dict[bytes, int], cfg: WorldTrainConfig, work: Path,
                        log: LogFn) -> tuple[LuminaMGPT, bool]:
-    """Cycle ``number`` (3 or 4) on its own scenes ``convs``: tokenised here, then ``steps`` steps peaking at
+    """Cycle ``number`` (3, 4 or 5) on its own scenes ``convs``: tokenised here, then ``steps`` steps peaking at
     ``lr`` into ``work/lm{number}``, trainer seed ``cfg.seed + number - 1``. A cycle whose last checkpoint is
     already there is read back without tokenising (minutes of work that resuming would throw away)."""
     finished = latest_checkpoint(Path(work) / f"lm{number}")

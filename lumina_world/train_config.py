@@ -28,12 +28,19 @@ BALANCE_CYCLE_WEIGHTS: dict[str, float] = {
     "text_to_image": 1.5, "segmentation": 0.5, "depth": 0.8, "normals": 0.5, "pose": 0.3, "detection": 2.0,
     "editing": 2.5, "condition_to_image": 0.6, "multiview": 0.4, "caption": 1.5, "vqa": 2.0,
 }
+#: Task shares of the fifth cycle (``lm_weak_steps``), on fresh scenes again: the fourth cycle's mix pushed
+#: further towards the tasks still furthest from their level (editing, detection, questions), every task
+#: still replayed.
+WEAK_CYCLE_WEIGHTS: dict[str, float] = {
+    "text_to_image": 1.5, "segmentation": 0.5, "depth": 1.0, "normals": 0.5, "pose": 0.3, "detection": 3.0,
+    "editing": 3.0, "condition_to_image": 0.6, "multiview": 0.4, "caption": 1.5, "vqa": 2.5,
+}
 LogFn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class WorldTrainConfig:
-    """Every setting of ``world train`` (the defaults make the bundled model: about 4 h on one CPU core).
+    """Every setting of ``world train`` (the defaults make the bundled model: about 4.5 h on one CPU core).
 
     VQGAN: ``vq_codes`` codebook entries of ``vq_embed_dim`` dims, ``vq_ch`` base channels, ``vq_steps``
     Adam steps of ``vq_batch`` whole images at peak ``vq_lr`` (cosine), from ``vq_pool`` rendered images,
@@ -47,7 +54,8 @@ class WorldTrainConfig:
     ``lm_balance_steps`` in a fourth cycle peaking at ``lm_balance_lr`` (0 = none) on ``balance_scenes`` fresh
     scenes whose tasks are drawn with ``BALANCE_CYCLE_WEIGHTS`` and whose question examples ask up to
     ``vqa_turns`` questions in one conversation and a ``second_edit_share`` of whose editing examples go on to
-    a second edit of the edited picture. With
+    a second edit of the edited picture, then ``lm_weak_steps`` in a fifth cycle peaking at ``lm_weak_lr``
+    (0 = none) on ``weak_scenes`` fresh scenes drawn the same way with ``WEAK_CYCLE_WEIGHTS``. With
     ``lm_t2i_first`` (a curriculum) the first cycle sees only the text-to-image sequences and the second all
     of them; otherwise both see everything. Data of the first two cycles: ``t2i_scenes`` text-to-image scenes
     and ``omni_scenes`` scenes whose Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE
@@ -87,6 +95,9 @@ class WorldTrainConfig:
     lm_balance_steps: int = 5000
     lm_balance_lr: float = 5e-4
     balance_scenes: int = 20000
+    lm_weak_steps: int = 4000
+    lm_weak_lr: float = 1e-3
+    weak_scenes: int = 16000
     vqa_turns: int = 6
     second_edit_share: float = 0.5
     t2i_scenes: int = 16000
@@ -104,13 +115,16 @@ class WorldTrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lm_extra_steps", "vq_decoder_steps", "vq_polish_steps", "vq_polish_scenes",
-                     "lm_omni_steps", "omni_cycle_scenes", "lm_balance_steps", "balance_scenes"):
+                     "lm_omni_steps", "omni_cycle_scenes", "lm_balance_steps", "balance_scenes", "lm_weak_steps",
+                     "weak_scenes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lm_omni_steps > 0 and self.omni_cycle_scenes == 0:
             raise ValueError("lm_omni_steps needs omni_cycle_scenes > 0 (the third cycle's fresh scenes)")
         if self.lm_balance_steps > 0 and self.balance_scenes == 0:
             raise ValueError("lm_balance_steps needs balance_scenes > 0 (the fourth cycle's fresh scenes)")
+        if self.lm_weak_steps > 0 and self.weak_scenes == 0:
+            raise ValueError("lm_weak_steps needs weak_scenes > 0 (the fifth cycle's fresh scenes)")
         if not 0.0 <= self.second_edit_share <= 1.0:
             raise ValueError(f"second_edit_share must be in [0, 1], got {self.second_edit_share}")
         if self.vqa_turns < 1:

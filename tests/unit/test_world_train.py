@@ -23,7 +23,7 @@ def tiny_config(tmp_path) -> WorldTrainConfig:
                             vq_pool=12, vq_polish_steps=2, vq_polish_scenes=2, lm_dim=32, lm_layers=1,
                             lm_heads=2, lm_steps=3, lm_extra_steps=2, lm_batch=2, t2i_scenes=6, omni_scenes=3,
                             lm_omni_steps=2, omni_cycle_scenes=2, lm_balance_steps=2, balance_scenes=3,
-                            text_vocab=60, recon_eval=2)
+                            lm_weak_steps=2, weak_scenes=2, text_vocab=60, recon_eval=2)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,7 @@ def test_world_train_writes_a_loadable_folder(trained_folder):
     assert any(line.startswith("lm stage 2: 2 steps") for line in logs)
     assert any(line.startswith("lm stage 3: 2 steps") for line in logs)
     assert any(line.startswith("lm stage 4: 2 steps") for line in logs)
+    assert any(line.startswith("lm stage 5: 2 steps") for line in logs)
     # the curriculum: stage 1 trains on the 6 text-to-image sequences only, stage 2 on all of them
     total = next(int(line.split()[0]) for line in logs if line.endswith("s") and "training sequences" in line)
     assert "stage 1 (text-to-image only): 6 sequences" in logs and total > 6
@@ -127,6 +128,27 @@ def test_fourth_cycle_draws_fresh_scenes_and_asks_several_questions_a_picture():
         WorldTrainConfig(vqa_turns=0)
     with pytest.raises(ValueError, match="second_edit_share"):
         WorldTrainConfig(second_edit_share=1.5)
+
+
+def test_fifth_cycle_draws_fresh_scenes_weighted_further_to_the_weak_tasks():
+    from collections import Counter
+
+    from lumina_world.train import balance_cycle_conversations, weak_cycle_conversations
+
+    cfg = WorldTrainConfig(t2i_scenes=30, omni_scenes=10, omni_cycle_scenes=20, balance_scenes=40,
+                           weak_scenes=120, vqa_turns=4)
+    fourth = {turns[0] for task, turns, _ in balance_cycle_conversations(cfg) if task == "text_to_image"}
+    fifth = weak_cycle_conversations(cfg)
+    assert not fourth & {turns[0] for task, turns, _ in fifth if task == "text_to_image"}
+    counts = Counter(task for task, _, _ in fifth)
+    assert set(counts) == set(WORLD_TASKS)  # every task replayed
+    assert min(counts["editing"], counts["detection"]) > max(counts["text_to_image"], counts["depth"])
+    assert any(task == "vqa" and len(turns) > 2 for task, turns, _ in fifth)  # several questions a picture
+    assert any(task == "editing" and len(turns) == 4 for task, turns, _ in fifth)  # edits edited again
+    assert weak_cycle_conversations(cfg)[9][1] == fifth[9][1]  # a function of the seed
+    with pytest.raises(ValueError, match="weak_scenes"):
+        WorldTrainConfig(weak_scenes=0)
+    assert WorldTrainConfig(weak_scenes=0, lm_weak_steps=0).lm_weak_steps == 0
 
 
 def test_images_the_user_gives_keep_encoder_codes_and_answers_are_snapped(trained_folder):
