@@ -241,16 +241,26 @@ def world_models():
 @torch.no_grad()
 def test_world_model_int8_predicts_like_bf16(world_models):
     """Teacher-forced over 6 captions + their pictures (every position, prompt text included), the int8 model's
-    top-1 is the bf16 model's at >= 99 % of positions, and its logits stay within 10 % of the logits' spread."""
+    top-1 is the bf16 model's at >= 99 % of the positions the bf16 model decides, and its logits stay within
+    10 % of the logits' spread.
+
+    A position whose two best bf16 logits are within two bf16 steps of each other is a tie (bf16 cannot order
+    them, so int8 rounding may flip them): on the prompt's own text, which training never supervises, the
+    model sits on such ties. Ties are left out of the agreement but may be only a few of the positions."""
     ref, q = world_models
-    agree = total = 0
+    agree = total = ties = 0
     for seq in world_sequences(ref):
         tokens = torch.tensor([seq])
         a, b = ref(tokens)[0], q(tokens)[0]
-        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
-        total += len(seq)
+        top2 = a.float().topk(2, dim=-1).values  # (positions, 2)
+        step = torch.finfo(torch.bfloat16).eps * torch.exp2(torch.floor(torch.log2(top2[:, 0].abs().clamp_min(1e-3))))
+        decided = (top2[:, 0] - top2[:, 1]) > 2 * step
+        agree += int((a.argmax(-1) == b.argmax(-1))[decided].sum())
+        total += int(decided.sum())
+        ties += int((~decided).sum())
         assert (a - b).abs().max() < 0.1 * a.std()
-    assert total > 400 and agree / total >= 0.99, (agree, total)
+    assert total > 400 and ties <= 0.05 * (total + ties), (total, ties)
+    assert agree / total >= 0.99, (agree, total)
 
 
 def test_world_model_int8_generates_like_bf16(world_models):
