@@ -226,11 +226,9 @@ TASK_WORKFLOWS = ["segmentation", "depth_estimation", "surface_normals", "pose",
                   "condition_to_image", "multiview", "chat", "caption_and_questions"]
 
 
-#: Shipped workflows whose answer on the example picture is still wrong (issue 17). Strict: a model that gets one
-#: right fails the test until the entry is removed.
-KNOWN_WRONG = {
-    "detection": "the model boxes a red square it draws at the bottom instead of the one on the right",
-}
+#: Shipped workflows whose answer on the example picture is still wrong (none since the five-cycle model; issue
+#: 17). Strict: a model that gets one right fails the test until the entry is removed.
+KNOWN_WRONG: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_WRONG[n], strict=True))
