@@ -18,13 +18,14 @@ Three stages, each resumable from ``--work`` (a finished stage is reused, so a s
    byte-level BPE trained on every world prompt, caption and answer.
 3. **Lumina-mGPT** (the same ``LuminaMGPT`` class, a few layers) trained from scratch by the pack's trainer
    (``training.train``, full finetune, condition dropout for guidance) on world conversations in the official
-   format (``dataset.scene_examples``: the records ``write_world_dataset`` writes), in five cycles:
+   format (``dataset.scene_examples``: the records ``write_world_dataset`` writes), in six cycles:
    text-to-image alone, then every task (mostly text-to-image), then fresh scenes weighted towards the Omni
    tasks (``OMNI_CYCLE_WEIGHTS``), then fresh scenes again weighted by how far each task is from its level
-   (``BALANCE_CYCLE_WEIGHTS``), with several questions to a picture and two-turn edits, then as many again
-   at a higher rate weighted further towards editing, detection and questions (``WEAK_CYCLE_WEIGHTS``).
-   The model after three cycles is kept in ``work/stage3`` and each later cycle's last checkpoint in
-   ``work/lm4`` / ``work/lm5``, so changing only a later cycle reruns only that and what follows.
+   (``BALANCE_CYCLE_WEIGHTS``), with several questions to a picture and two-turn edits, then two cycles
+   of the same kind at a higher rate weighted further towards editing, detection and questions
+   (``WEAK_CYCLE_WEIGHTS``). The model after three cycles is kept in ``work/stage3`` and each later cycle's
+   last checkpoint in ``work/lm4`` .. ``work/lm6``, so changing only a later cycle reruns only that and what
+   follows.
 
 The result is one folder in the published layout: ``config.json``, ``model.safetensors``,
 ``tokenizer.json``, ``vqgan.yaml``, ``vqgan.safetensors``. Everything is a function of ``seed`` (torch runs
@@ -199,10 +200,15 @@ def balance_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3)
                                      BALANCE_CYCLE_WEIGHTS, draws_per_scene)
 
 
-def weak_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3) -> list[TaskConversation]:
+def weak_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3, second: bool = False
+                             ) -> list[TaskConversation]:
     """The fifth cycle's examples: ``weak_scenes`` scenes after the fourth cycle's (none seen before), drawn
-    as the fourth cycle's but with ``WEAK_CYCLE_WEIGHTS`` (editing, detection and questions the most)."""
+    as the fourth cycle's but with ``WEAK_CYCLE_WEIGHTS`` (editing, detection and questions the most); with
+    ``second``, the sixth cycle's: ``weak2_scenes`` scenes after those, drawn the same way."""
     first = cfg.t2i_scenes + cfg.omni_scenes + cfg.omni_cycle_scenes + cfg.balance_scenes
+    if second:
+        return _chat_cycle_conversations(cfg, "lumina-world-weak-cycle-2", first + cfg.weak_scenes,
+                                         cfg.weak2_scenes, WEAK_CYCLE_WEIGHTS, draws_per_scene)
     return _chat_cycle_conversations(cfg, "lumina-world-weak-cycle", first, cfg.weak_scenes,
                                      WEAK_CYCLE_WEIGHTS, draws_per_scene)
 
@@ -351,8 +357,13 @@ def _run_stages(cfg: WorldTrainConfig, log: LogFn) -> Path:
         # Stage 5: more fresh scenes at twice the fourth cycle's peak rate, weighted further towards editing,
         # detection and questions. More steps of the same mix were the one change that still lifted editing
         # and detection; rates, depth and single-task cycles did not (measured in the README's stage list).
-        model, _ = _fresh_scene_cycle(model, weak_cycle_conversations(cfg), 5, cfg.lm_weak_lr,
-                                      cfg.lm_weak_steps, bundle, alphabet, cfg, work, log)
+        model, finished = _fresh_scene_cycle(model, weak_cycle_conversations(cfg), 5, cfg.lm_weak_lr,
+                                             cfg.lm_weak_steps, bundle, alphabet, cfg, work, log)
+    if cfg.lm_weak2_steps > 0 and finished:
+        # Stage 6: the same mix again on new scenes, longer. Binding a named object (which one is "the red
+        # square") came late and at once: after the fifth cycle detection was 0.54, after this one 0.98.
+        model, _ = _fresh_scene_cycle(model, weak_cycle_conversations(cfg, second=True), 6, cfg.lm_weak_lr,
+                                      cfg.lm_weak2_steps, bundle, alphabet, cfg, work, log)
     folder = assemble_folder(model, vq, tok_path, cfg.out, alphabet)
     log(f"wrote {folder} ({_folder_mb(folder):.1f} MB) in {time.perf_counter() - t0:.0f}s total")
     return folder
@@ -393,7 +404,7 @@ def _cycle(model: LuminaMGPT, data: TokenDataset, tc: TrainConfig, name: str, cf
 def _fresh_scene_cycle(model: LuminaMGPT, convs: list[TaskConversation], number: int, lr: float, steps: int,
                        bundle: TokenizerBundle, alphabet: dict[bytes, int], cfg: WorldTrainConfig, work: Path,
                        log: LogFn) -> tuple[LuminaMGPT, bool]:
-    """Cycle ``number`` (3, 4 or 5) on its own scenes ``convs``: tokenised here, then ``steps`` steps peaking at
+    """Cycle ``number`` (3 to 6) on its own scenes ``convs``: tokenised here, then ``steps`` steps peaking at
     ``lr`` into ``work/lm{number}``, trainer seed ``cfg.seed + number - 1``. A cycle whose last checkpoint is
     already there is read back without tokenising (minutes of work that resuming would throw away)."""
     finished = latest_checkpoint(Path(work) / f"lm{number}")

@@ -40,7 +40,7 @@ LogFn = Callable[[str], None]
 
 @dataclass(frozen=True)
 class WorldTrainConfig:
-    """Every setting of ``world train`` (the defaults make the bundled model: about 4.5 h on one CPU core).
+    """Every setting of ``world train`` (the defaults make the bundled model: about 5 h 20 min on one CPU core).
 
     VQGAN: ``vq_codes`` codebook entries of ``vq_embed_dim`` dims, ``vq_ch`` base channels, ``vq_steps``
     Adam steps of ``vq_batch`` whole images at peak ``vq_lr`` (cosine), from ``vq_pool`` rendered images,
@@ -55,7 +55,8 @@ class WorldTrainConfig:
     scenes whose tasks are drawn with ``BALANCE_CYCLE_WEIGHTS`` and whose question examples ask up to
     ``vqa_turns`` questions in one conversation and a ``second_edit_share`` of whose editing examples go on to
     a second edit of the edited picture, then ``lm_weak_steps`` in a fifth cycle peaking at ``lm_weak_lr``
-    (0 = none) on ``weak_scenes`` fresh scenes drawn the same way with ``WEAK_CYCLE_WEIGHTS``. With
+    (0 = none) on ``weak_scenes`` fresh scenes drawn the same way with ``WEAK_CYCLE_WEIGHTS``, then
+    ``lm_weak2_steps`` in a sixth cycle at the same peak (0 = none) on ``weak2_scenes`` more. With
     ``lm_t2i_first`` (a curriculum) the first cycle sees only the text-to-image sequences and the second all
     of them; otherwise both see everything. Data of the first two cycles: ``t2i_scenes`` text-to-image scenes
     and ``omni_scenes`` scenes whose Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE
@@ -98,6 +99,8 @@ class WorldTrainConfig:
     lm_weak_steps: int = 4000
     lm_weak_lr: float = 1e-3
     weak_scenes: int = 16000
+    lm_weak2_steps: int = 6000
+    weak2_scenes: int = 24000
     vqa_turns: int = 6
     second_edit_share: float = 0.5
     t2i_scenes: int = 16000
@@ -116,7 +119,7 @@ class WorldTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lm_extra_steps", "vq_decoder_steps", "vq_polish_steps", "vq_polish_scenes",
                      "lm_omni_steps", "omni_cycle_scenes", "lm_balance_steps", "balance_scenes", "lm_weak_steps",
-                     "weak_scenes"):
+                     "weak_scenes", "lm_weak2_steps", "weak2_scenes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lm_omni_steps > 0 and self.omni_cycle_scenes == 0:
@@ -125,6 +128,8 @@ class WorldTrainConfig:
             raise ValueError("lm_balance_steps needs balance_scenes > 0 (the fourth cycle's fresh scenes)")
         if self.lm_weak_steps > 0 and self.weak_scenes == 0:
             raise ValueError("lm_weak_steps needs weak_scenes > 0 (the fifth cycle's fresh scenes)")
+        if self.lm_weak2_steps > 0 and self.weak2_scenes == 0:
+            raise ValueError("lm_weak2_steps needs weak2_scenes > 0 (the sixth cycle's fresh scenes)")
         if not 0.0 <= self.second_edit_share <= 1.0:
             raise ValueError(f"second_edit_share must be in [0, 1], got {self.second_edit_share}")
         if self.vqa_turns < 1:

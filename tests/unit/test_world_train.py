@@ -23,7 +23,8 @@ def tiny_config(tmp_path) -> WorldTrainConfig:
                             vq_pool=12, vq_polish_steps=2, vq_polish_scenes=2, lm_dim=32, lm_layers=1,
                             lm_heads=2, lm_steps=3, lm_extra_steps=2, lm_batch=2, t2i_scenes=6, omni_scenes=3,
                             lm_omni_steps=2, omni_cycle_scenes=2, lm_balance_steps=2, balance_scenes=3,
-                            lm_weak_steps=2, weak_scenes=2, text_vocab=60, recon_eval=2)
+                            lm_weak_steps=2, weak_scenes=2, lm_weak2_steps=2, weak2_scenes=2, text_vocab=60,
+                            recon_eval=2)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,7 @@ def test_world_train_writes_a_loadable_folder(trained_folder):
     assert any(line.startswith("lm stage 3: 2 steps") for line in logs)
     assert any(line.startswith("lm stage 4: 2 steps") for line in logs)
     assert any(line.startswith("lm stage 5: 2 steps") for line in logs)
+    assert any(line.startswith("lm stage 6: 2 steps") for line in logs)
     # the curriculum: stage 1 trains on the 6 text-to-image sequences only, stage 2 on all of them
     total = next(int(line.split()[0]) for line in logs if line.endswith("s") and "training sequences" in line)
     assert "stage 1 (text-to-image only): 6 sequences" in logs and total > 6
@@ -130,7 +132,7 @@ def test_fourth_cycle_draws_fresh_scenes_and_asks_several_questions_a_picture():
         WorldTrainConfig(second_edit_share=1.5)
 
 
-def test_fifth_cycle_draws_fresh_scenes_weighted_further_to_the_weak_tasks():
+def test_fifth_and_sixth_cycles_draw_fresh_scenes_weighted_to_the_weak_tasks():
     from collections import Counter
 
     from lumina_world.train import balance_cycle_conversations, weak_cycle_conversations
@@ -146,8 +148,14 @@ def test_fifth_cycle_draws_fresh_scenes_weighted_further_to_the_weak_tasks():
     assert any(task == "vqa" and len(turns) > 2 for task, turns, _ in fifth)  # several questions a picture
     assert any(task == "editing" and len(turns) == 4 for task, turns, _ in fifth)  # edits edited again
     assert weak_cycle_conversations(cfg)[9][1] == fifth[9][1]  # a function of the seed
+    sixth = weak_cycle_conversations(replace(cfg, weak2_scenes=60), second=True)
+    assert not {turns[0] for task, turns, _ in fifth if task == "text_to_image"} & {
+        turns[0] for task, turns, _ in sixth if task == "text_to_image"}  # the sixth cycle's scenes are new too
+    assert len(sixth) > 2 * 60
     with pytest.raises(ValueError, match="weak_scenes"):
         WorldTrainConfig(weak_scenes=0)
+    with pytest.raises(ValueError, match="weak2_scenes"):
+        WorldTrainConfig(weak2_scenes=0)
     assert WorldTrainConfig(weak_scenes=0, lm_weak_steps=0).lm_weak_steps == 0
 
 
