@@ -361,7 +361,7 @@ def _run_stages(cfg: WorldTrainConfig, log: LogFn) -> Path:
                                              cfg.lm_weak_steps, bundle, alphabet, cfg, work, log)
     if cfg.lm_weak2_steps > 0 and finished:
         # Stage 6: the same mix again on new scenes, longer. Binding a named object (which one is "the red
-        # square") came late and at once: after the fifth cycle detection was 0.54, after this one 0.98.
+        # square") came late and at once: after the fifth cycle detection was 0.54, after this one 0.97.
         model, _ = _fresh_scene_cycle(model, weak_cycle_conversations(cfg, second=True), 6, cfg.lm_weak_lr,
                                       cfg.lm_weak2_steps, bundle, alphabet, cfg, work, log)
     folder = assemble_folder(model, vq, tok_path, cfg.out, alphabet)
