@@ -139,9 +139,11 @@ def test_fifth_and_sixth_cycles_draw_fresh_scenes_weighted_to_the_weak_tasks():
 
     cfg = WorldTrainConfig(t2i_scenes=30, omni_scenes=10, omni_cycle_scenes=20, balance_scenes=40,
                            weak_scenes=120, vqa_turns=4)
-    fourth = {turns[0] for task, turns, _ in balance_cycle_conversations(cfg) if task == "text_to_image"}
+    def t2i_prompts(convs):
+        return {turns[0] for task, turns, _ in convs if task == "text_to_image"}
+
     fifth = weak_cycle_conversations(cfg)
-    assert not fourth & {turns[0] for task, turns, _ in fifth if task == "text_to_image"}
+    assert not t2i_prompts(balance_cycle_conversations(cfg)) & t2i_prompts(fifth)
     counts = Counter(task for task, _, _ in fifth)
     assert set(counts) == set(WORLD_TASKS)  # every task replayed
     assert min(counts["editing"], counts["detection"]) > max(counts["text_to_image"], counts["depth"])
@@ -149,8 +151,7 @@ def test_fifth_and_sixth_cycles_draw_fresh_scenes_weighted_to_the_weak_tasks():
     assert any(task == "editing" and len(turns) == 4 for task, turns, _ in fifth)  # edits edited again
     assert weak_cycle_conversations(cfg)[9][1] == fifth[9][1]  # a function of the seed
     sixth = weak_cycle_conversations(replace(cfg, weak2_scenes=60), second=True)
-    assert not {turns[0] for task, turns, _ in fifth if task == "text_to_image"} & {
-        turns[0] for task, turns, _ in sixth if task == "text_to_image"}  # the sixth cycle's scenes are new too
+    assert not t2i_prompts(fifth) & t2i_prompts(sixth)  # the sixth cycle's scenes are new too
     assert len(sixth) > 2 * 60
     with pytest.raises(ValueError, match="weak_scenes"):
         WorldTrainConfig(weak_scenes=0)
