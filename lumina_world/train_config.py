@@ -35,12 +35,19 @@ WEAK_CYCLE_WEIGHTS: dict[str, float] = {
     "text_to_image": 1.5, "segmentation": 0.5, "depth": 1.0, "normals": 0.5, "pose": 0.3, "detection": 3.0,
     "editing": 3.0, "condition_to_image": 0.6, "multiview": 0.4, "caption": 1.5, "vqa": 2.5,
 }
+#: Task shares of the seventh cycle (``lm_answer_steps``), on fresh scenes again: the text answers
+#: (questions, captions), which the sixth cycle leaves weakest (position questions 0.64, captions 0.82), get
+#: the most; editing and detection, which it brings to their level, keep a replay share.
+ANSWER_CYCLE_WEIGHTS: dict[str, float] = {
+    "text_to_image": 1.5, "segmentation": 0.5, "depth": 1.0, "normals": 0.5, "pose": 0.3, "detection": 2.0,
+    "editing": 2.5, "condition_to_image": 0.6, "multiview": 0.4, "caption": 4.5, "vqa": 3.5,
+}
 LogFn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class WorldTrainConfig:
-    """Every setting of ``world train`` (the defaults make the bundled model: about 5 h 20 min on one CPU core).
+    """Every setting of ``world train`` (the defaults make the bundled model: about 5 h 45 min on one CPU core).
 
     VQGAN: ``vq_codes`` codebook entries of ``vq_embed_dim`` dims, ``vq_ch`` base channels, ``vq_steps``
     Adam steps of ``vq_batch`` whole images at peak ``vq_lr`` (cosine), from ``vq_pool`` rendered images,
@@ -56,7 +63,9 @@ class WorldTrainConfig:
     ``vqa_turns`` questions in one conversation and a ``second_edit_share`` of whose editing examples go on to
     a second edit of the edited picture, then ``lm_weak_steps`` in a fifth cycle peaking at ``lm_weak_lr``
     (0 = none) on ``weak_scenes`` fresh scenes drawn the same way with ``WEAK_CYCLE_WEIGHTS``, then
-    ``lm_weak2_steps`` in a sixth cycle at the same peak (0 = none) on ``weak2_scenes`` more. With
+    ``lm_weak2_steps`` in a sixth cycle at the same peak (0 = none) on ``weak2_scenes`` more, then
+    ``lm_answer_steps`` in a seventh at that peak (0 = none) on ``answer_scenes`` more, drawn with
+    ``ANSWER_CYCLE_WEIGHTS``. With
     ``lm_t2i_first`` (a curriculum) the first cycle sees only the text-to-image sequences and the second all
     of them; otherwise both see everything. Data of the first two cycles: ``t2i_scenes`` text-to-image scenes
     and ``omni_scenes`` scenes whose Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE
@@ -101,6 +110,8 @@ class WorldTrainConfig:
     weak_scenes: int = 16000
     lm_weak2_steps: int = 6000
     weak2_scenes: int = 24000
+    lm_answer_steps: int = 4000
+    answer_scenes: int = 16000
     vqa_turns: int = 6
     second_edit_share: float = 0.5
     t2i_scenes: int = 16000
@@ -119,7 +130,7 @@ class WorldTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lm_extra_steps", "vq_decoder_steps", "vq_polish_steps", "vq_polish_scenes",
                      "lm_omni_steps", "omni_cycle_scenes", "lm_balance_steps", "balance_scenes", "lm_weak_steps",
-                     "weak_scenes", "lm_weak2_steps", "weak2_scenes"):
+                     "weak_scenes", "lm_weak2_steps", "weak2_scenes", "lm_answer_steps", "answer_scenes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lm_omni_steps > 0 and self.omni_cycle_scenes == 0:
@@ -130,6 +141,8 @@ class WorldTrainConfig:
             raise ValueError("lm_weak_steps needs weak_scenes > 0 (the fifth cycle's fresh scenes)")
         if self.lm_weak2_steps > 0 and self.weak2_scenes == 0:
             raise ValueError("lm_weak2_steps needs weak2_scenes > 0 (the sixth cycle's fresh scenes)")
+        if self.lm_answer_steps > 0 and self.answer_scenes == 0:
+            raise ValueError("lm_answer_steps needs answer_scenes > 0 (the seventh cycle's fresh scenes)")
         if not 0.0 <= self.second_edit_share <= 1.0:
             raise ValueError(f"second_edit_share must be in [0, 1], got {self.second_edit_share}")
         if self.vqa_turns < 1:

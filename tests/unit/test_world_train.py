@@ -23,8 +23,8 @@ def tiny_config(tmp_path) -> WorldTrainConfig:
                             vq_pool=12, vq_polish_steps=2, vq_polish_scenes=2, lm_dim=32, lm_layers=1,
                             lm_heads=2, lm_steps=3, lm_extra_steps=2, lm_batch=2, t2i_scenes=6, omni_scenes=3,
                             lm_omni_steps=2, omni_cycle_scenes=2, lm_balance_steps=2, balance_scenes=3,
-                            lm_weak_steps=2, weak_scenes=2, lm_weak2_steps=2, weak2_scenes=2, text_vocab=60,
-                            recon_eval=2)
+                            lm_weak_steps=2, weak_scenes=2, lm_weak2_steps=2, weak2_scenes=2, lm_answer_steps=2,
+                            answer_scenes=2, text_vocab=60, recon_eval=2)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,7 @@ def test_world_train_writes_a_loadable_folder(trained_folder):
     assert any(line.startswith("lm stage 4: 2 steps") for line in logs)
     assert any(line.startswith("lm stage 5: 2 steps") for line in logs)
     assert any(line.startswith("lm stage 6: 2 steps") for line in logs)
+    assert any(line.startswith("lm stage 7: 2 steps") for line in logs)
     # the curriculum: stage 1 trains on the 6 text-to-image sequences only, stage 2 on all of them
     total = next(int(line.split()[0]) for line in logs if line.endswith("s") and "training sequences" in line)
     assert "stage 1 (text-to-image only): 6 sequences" in logs and total > 6
@@ -132,6 +133,12 @@ def test_fourth_cycle_draws_fresh_scenes_and_asks_several_questions_a_picture():
         WorldTrainConfig(second_edit_share=1.5)
 
 
+def t2i_prompts(convs) -> set[str]:
+    """The text-to-image prompts of a cycle's conversations: each names its scene, so cycles on different
+    scenes share none."""
+    return {turns[0] for task, turns, _ in convs if task == "text_to_image"}
+
+
 def test_fifth_and_sixth_cycles_draw_fresh_scenes_weighted_to_the_weak_tasks():
     from collections import Counter
 
@@ -139,9 +146,6 @@ def test_fifth_and_sixth_cycles_draw_fresh_scenes_weighted_to_the_weak_tasks():
 
     cfg = WorldTrainConfig(t2i_scenes=30, omni_scenes=10, omni_cycle_scenes=20, balance_scenes=40,
                            weak_scenes=120, vqa_turns=4)
-    def t2i_prompts(convs):
-        return {turns[0] for task, turns, _ in convs if task == "text_to_image"}
-
     fifth = weak_cycle_conversations(cfg)
     assert not t2i_prompts(balance_cycle_conversations(cfg)) & t2i_prompts(fifth)
     counts = Counter(task for task, _, _ in fifth)
@@ -158,6 +162,24 @@ def test_fifth_and_sixth_cycles_draw_fresh_scenes_weighted_to_the_weak_tasks():
     with pytest.raises(ValueError, match="weak2_scenes"):
         WorldTrainConfig(weak2_scenes=0)
     assert WorldTrainConfig(weak_scenes=0, lm_weak_steps=0).lm_weak_steps == 0
+
+
+def test_seventh_cycle_draws_new_scenes_weighted_to_the_text_answers():
+    from collections import Counter
+
+    from lumina_world.train import answer_cycle_conversations, weak_cycle_conversations
+
+    cfg = WorldTrainConfig(t2i_scenes=30, omni_scenes=10, omni_cycle_scenes=20, balance_scenes=40,
+                           weak_scenes=30, weak2_scenes=40, answer_scenes=150, vqa_turns=4)
+    seventh = answer_cycle_conversations(cfg)
+    assert not t2i_prompts(weak_cycle_conversations(cfg, second=True)) & t2i_prompts(seventh)
+    counts = Counter(task for task, _, _ in seventh)
+    assert set(counts) == set(WORLD_TASKS)  # every task replayed
+    assert min(counts["vqa"], counts["caption"]) > max(counts["editing"], counts["detection"])
+    assert answer_cycle_conversations(cfg)[9][1] == seventh[9][1]  # a function of the seed
+    with pytest.raises(ValueError, match="answer_scenes"):
+        WorldTrainConfig(answer_scenes=0)
+    assert WorldTrainConfig(answer_scenes=0, lm_answer_steps=0).lm_answer_steps == 0
 
 
 def test_images_the_user_gives_keep_encoder_codes_and_answers_are_snapped(trained_folder):
