@@ -339,6 +339,23 @@ def detection_iou(pred_img: ImageLike, target_box: Sequence[int]) -> float:
     return 0.0 if found is None else box_iou(found, target_box)
 
 
+def detection_keeps_picture(pred_img: ImageLike, target_img: ImageLike) -> bool:
+    """Whether a detection answer shows, its box aside, the objects the world's answer ``target_img`` shows.
+
+    A detection answer redraws the whole picture, so a right box can come with another object recoloured,
+    moved or gone. Box pixels are painted background in both images first (the parts of objects a box
+    covers are then missing from both alike), and the objects seen are compared by colour, shape, size and
+    place.
+    """
+    def seen(img: ImageLike) -> Counter:
+        arr = to_rgb_array(img).copy()
+        palette = np.concatenate([np.asarray([DETECTION_BOX_RGB], np.float32), _WORLD_PALETTE])
+        arr[classify_pixels(arr, palette, math.inf) == 0] = BACKGROUND_RGB
+        return Counter((d.colour, d.shape, d.size, d.position) for d in detect_objects(arr.astype(np.uint8)))
+
+    return seen(pred_img) == seen(target_img)
+
+
 _NUMBERS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
 _SYNONYMS = {"center": "centre", "middle": "centre", "color": "colour", "gray": "grey"}
 

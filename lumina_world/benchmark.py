@@ -13,7 +13,8 @@ Suites and their ``overall``:
   except aspect ratio right (``score_text_to_image``).
 * ``segmentation``: mean IoU over shape classes; ``overall`` = mean IoU.
 * ``detection``: IoU of the drawn box with the true one; ``overall`` = mean IoU (``acc@0.5`` too;
-  ``other_object``: share of boxes around another object of the scene instead).
+  ``other_object``: share of boxes around another object of the scene instead; ``picture_kept``: share of
+  answers whose picture, box aside, shows the objects the world's answer shows).
 * ``depth``: share of surface pixels at the right layer (``depth_accuracy``; a surface in the truth or the
   prediction counts) and the mean absolute grey-level error in [0, 1]; ``overall`` = that share.
 * ``normals``: mean angular error in degrees; ``overall`` = 1 - error / 90 (floored at 0).
@@ -275,6 +276,8 @@ def _score_images(task: str, scene, truth: dict, targets: Sequence[Image.Image],
         others = [o for o in scene.objects if o.name != truth["detection"]["object"]]
         add("other_object", found is not None and iou < 0.5 and any(
             analyser.box_iou(found, render.detection_box(scene, o)) >= 0.5 for o in others))
+        # a right box can come with the rest of the picture redrawn wrong (an object recoloured or gone)
+        add("picture_kept", pred is not None and analyser.detection_keeps_picture(pred, targets[0]))
     elif task == "depth":
         add("error", 1.0 if pred is None else analyser.depth_error(pred, targets[0]))
         add("layer_accuracy", 0.0 if pred is None else analyser.depth_accuracy(pred, targets[0]))

@@ -227,17 +227,19 @@ def test_edits_are_seeded_varied_and_scored():
     assert set(kinds) == {"Change", "Remove", "Move"}
 
 
-def _suite_scores(task: str, scene: Scene, truth: dict, answer: Image.Image) -> dict:
+def _suite_scores(task: str, scene: Scene, truth: dict, answer: Image.Image,
+                  target: Image.Image | None = None) -> dict:
     from lumina_world.benchmark import _score_images
 
     got: dict = {}
-    _score_images(task, scene, truth, [], [np.asarray(answer)], got.__setitem__)
+    _score_images(task, scene, truth, [] if target is None else [target], [np.asarray(answer)], got.__setitem__)
     return got
 
 
 def test_benchmark_names_the_usual_wrong_answers():
     """An edit answered with the input picture is ``unchanged`` and wrong under its kind, a box around
-    another object is ``other_object``, a position answer naming another object's place is
+    another object is ``other_object``, a right box in a picture missing an object is not ``picture_kept``,
+    a position answer naming another object's place is
     ``position_other_object``; the right answers are none of these."""
     boxed_other = 0
     for i, s in enumerate(SCENES[:30]):
@@ -252,9 +254,14 @@ def test_benchmark_names_the_usual_wrong_answers():
             continue
         target, other = s.objects[:2]
         truth = {"detection": {"object": target.name, "box": list(detection_box(s, target))}}
-        assert not _suite_scores("detection", s, truth, render_detection(s, target))["other_object"]
+        boxed = render_detection(s, target)
+        right = _suite_scores("detection", s, truth, boxed, boxed)
+        assert right["picture_kept"] and not right["other_object"]
+        # the right box, but the other object left out of the redrawn picture
+        dropped = Scene(s.width, s.height, tuple(o for o in s.objects if o is not other))
+        assert not _suite_scores("detection", s, truth, render_detection(dropped, target), boxed)["picture_kept"]
         if box_iou(detection_box(s, target), detection_box(s, other)) < 0.5:  # boxes apart: a wrong answer
-            wrong = _suite_scores("detection", s, truth, render_detection(s, other))
+            wrong = _suite_scores("detection", s, truth, render_detection(s, other), boxed)
             assert wrong["other_object"] and not wrong["acc@0.5"], (target.name, other.name)
             boxed_other += 1
         question = {"kind": "position", "question": f"Where is the {target.name}?", "answer": target.position}
