@@ -181,7 +181,7 @@ def _node_text(result, node: str) -> str:
 def _check_workflow_answer(name: str, server, result) -> None:
     """Assert that workflow ``name``'s outputs on the example picture are right by the world's analyser."""
     from lumina_world import analyser
-    from lumina_world.render import detection_box, render_condition
+    from lumina_world.render import detection_box, render_condition, render_detection
 
     scene = example_scene()
     if name == "segmentation":
@@ -200,6 +200,7 @@ def _check_workflow_answer(name: str, server, result) -> None:
         (img,) = node_images(server, result, "5")
         square = next(o for o in scene.objects if o.name == "red square")
         assert analyser.detection_iou(img, detection_box(scene, square)) >= 0.7
+        assert analyser.detection_keeps_picture(img, render_detection(scene, square))  # the circle kept too
     elif name == "image_editing":  # "Change the red square to green.", then "Remove the blue circle."
         (first,) = node_images(server, result, "5")
         (second,) = node_images(server, result, "7")
