@@ -156,6 +156,17 @@ def vqa_conversation(scene: Scene, first: list[str], turns: int, rng: random.Ran
     return out
 
 
+#: The settings counting each data set's scenes, in the order the scenes are numbered: each cycle's scenes
+#: come after all the ones before, so no cycle sees a scene another has seen.
+SCENE_BLOCKS = ("t2i_scenes", "omni_scenes", "omni_cycle_scenes", "balance_scenes", "weak_scenes", "weak2_scenes",
+                "answer_scenes")
+
+
+def _first_scene(cfg: WorldTrainConfig, block: str) -> int:
+    """Index of the first scene of ``block`` (one of ``SCENE_BLOCKS``): the sum of the blocks before it."""
+    return sum(getattr(cfg, b) for b in SCENE_BLOCKS[:SCENE_BLOCKS.index(block)])
+
+
 def world_conversations(cfg: WorldTrainConfig) -> list[TaskConversation]:
     """``(task, [human, gpt], images)`` examples in the official conversation form (``scene_examples``).
 
@@ -184,7 +195,7 @@ def omni_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3) ->
     """The third cycle's examples: ``omni_cycle_scenes`` scenes after the first two cycles' (so none is seen
     before), each with the distinct tasks of ``draws_per_scene`` draws from ``OMNI_CYCLE_WEIGHTS``."""
     rng = random.Random(f"lumina-world-omni-cycle:{cfg.seed}")  # noqa: S311  seeded, not a secret
-    first = cfg.t2i_scenes + cfg.omni_scenes
+    first = _first_scene(cfg, "omni_cycle_scenes")
     out = []
     for k in range(cfg.omni_cycle_scenes):
         tasks = sorted({_draw_task(rng, OMNI_CYCLE_WEIGHTS, omni_only=False) for _ in range(draws_per_scene)})
@@ -196,9 +207,8 @@ def balance_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3)
     """The fourth cycle's examples: ``balance_scenes`` scenes after the third cycle's (none seen before), each
     with the distinct tasks of ``draws_per_scene`` draws from ``BALANCE_CYCLE_WEIGHTS``; question examples
     ask up to ``cfg.vqa_turns`` questions (``vqa_conversation``)."""
-    first = cfg.t2i_scenes + cfg.omni_scenes + cfg.omni_cycle_scenes
-    return _chat_cycle_conversations(cfg, "lumina-world-balance-cycle", first, cfg.balance_scenes,
-                                     BALANCE_CYCLE_WEIGHTS, draws_per_scene)
+    return _chat_cycle_conversations(cfg, "lumina-world-balance-cycle", "balance_scenes", BALANCE_CYCLE_WEIGHTS,
+                                     draws_per_scene)
 
 
 def weak_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3, second: bool = False
@@ -206,31 +216,29 @@ def weak_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3, se
     """The fifth cycle's examples: ``weak_scenes`` scenes after the fourth cycle's (none seen before), drawn
     as the fourth cycle's but with ``WEAK_CYCLE_WEIGHTS`` (editing, detection and questions the most); with
     ``second``, the sixth cycle's: ``weak2_scenes`` scenes after those, drawn the same way."""
-    first = cfg.t2i_scenes + cfg.omni_scenes + cfg.omni_cycle_scenes + cfg.balance_scenes
     if second:
-        return _chat_cycle_conversations(cfg, "lumina-world-weak-cycle-2", first + cfg.weak_scenes,
-                                         cfg.weak2_scenes, WEAK_CYCLE_WEIGHTS, draws_per_scene)
-    return _chat_cycle_conversations(cfg, "lumina-world-weak-cycle", first, cfg.weak_scenes,
-                                     WEAK_CYCLE_WEIGHTS, draws_per_scene)
+        return _chat_cycle_conversations(cfg, "lumina-world-weak-cycle-2", "weak2_scenes", WEAK_CYCLE_WEIGHTS,
+                                         draws_per_scene)
+    return _chat_cycle_conversations(cfg, "lumina-world-weak-cycle", "weak_scenes", WEAK_CYCLE_WEIGHTS,
+                                     draws_per_scene)
 
 
 def answer_cycle_conversations(cfg: WorldTrainConfig, draws_per_scene: int = 3) -> list[TaskConversation]:
     """The seventh cycle's examples: ``answer_scenes`` scenes after the sixth cycle's (none seen before),
     drawn as those but with ``ANSWER_CYCLE_WEIGHTS`` (questions and captions the most)."""
-    first = (cfg.t2i_scenes + cfg.omni_scenes + cfg.omni_cycle_scenes + cfg.balance_scenes + cfg.weak_scenes
-             + cfg.weak2_scenes)
-    return _chat_cycle_conversations(cfg, "lumina-world-answer-cycle", first, cfg.answer_scenes,
-                                     ANSWER_CYCLE_WEIGHTS, draws_per_scene)
+    return _chat_cycle_conversations(cfg, "lumina-world-answer-cycle", "answer_scenes", ANSWER_CYCLE_WEIGHTS,
+                                     draws_per_scene)
 
 
-def _chat_cycle_conversations(cfg: WorldTrainConfig, rng_name: str, first: int, scenes: int,
-                              weights: dict[str, float], draws_per_scene: int) -> list[TaskConversation]:
-    """Scenes ``first..first+scenes-1``, each with the distinct tasks of ``draws_per_scene`` draws from
-    ``weights``; up to ``cfg.vqa_turns`` questions a picture, a ``cfg.second_edit_share`` of edits edited
-    again (``_scene_conversations``)."""
+def _chat_cycle_conversations(cfg: WorldTrainConfig, rng_name: str, block: str, weights: dict[str, float],
+                              draws_per_scene: int) -> list[TaskConversation]:
+    """The scenes of ``block`` (one of ``SCENE_BLOCKS``), each with the distinct tasks of ``draws_per_scene``
+    draws from ``weights``; up to ``cfg.vqa_turns`` questions a picture, a ``cfg.second_edit_share`` of edits
+    edited again (``_scene_conversations``)."""
     rng = random.Random(f"{rng_name}:{cfg.seed}")  # noqa: S311  seeded, not a secret
+    first = _first_scene(cfg, block)
     out = []
-    for k in range(scenes):
+    for k in range(getattr(cfg, block)):
         tasks = sorted({_draw_task(rng, weights, omni_only=False) for _ in range(draws_per_scene)})
         out.extend(_scene_conversations(cfg.seed, first + k, tasks, vqa_turns=cfg.vqa_turns,
                                         two_edits=rng.random() < cfg.second_edit_share))
