@@ -133,16 +133,13 @@ class WorldTrainConfig:
                      "weak_scenes", "lm_weak2_steps", "weak2_scenes", "lm_answer_steps", "answer_scenes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.lm_omni_steps > 0 and self.omni_cycle_scenes == 0:
-            raise ValueError("lm_omni_steps needs omni_cycle_scenes > 0 (the third cycle's fresh scenes)")
-        if self.lm_balance_steps > 0 and self.balance_scenes == 0:
-            raise ValueError("lm_balance_steps needs balance_scenes > 0 (the fourth cycle's fresh scenes)")
-        if self.lm_weak_steps > 0 and self.weak_scenes == 0:
-            raise ValueError("lm_weak_steps needs weak_scenes > 0 (the fifth cycle's fresh scenes)")
-        if self.lm_weak2_steps > 0 and self.weak2_scenes == 0:
-            raise ValueError("lm_weak2_steps needs weak2_scenes > 0 (the sixth cycle's fresh scenes)")
-        if self.lm_answer_steps > 0 and self.answer_scenes == 0:
-            raise ValueError("lm_answer_steps needs answer_scenes > 0 (the seventh cycle's fresh scenes)")
+        for steps, scenes, cycle in (("lm_omni_steps", "omni_cycle_scenes", "third"),
+                                     ("lm_balance_steps", "balance_scenes", "fourth"),
+                                     ("lm_weak_steps", "weak_scenes", "fifth"),
+                                     ("lm_weak2_steps", "weak2_scenes", "sixth"),
+                                     ("lm_answer_steps", "answer_scenes", "seventh")):
+            if getattr(self, steps) > 0 and getattr(self, scenes) == 0:
+                raise ValueError(f"{steps} needs {scenes} > 0 (the {cycle} cycle's fresh scenes)")
         if not 0.0 <= self.second_edit_share <= 1.0:
             raise ValueError(f"second_edit_share must be in [0, 1], got {self.second_edit_share}")
         if self.vqa_turns < 1:
