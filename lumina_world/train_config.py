@@ -42,6 +42,13 @@ ANSWER_CYCLE_WEIGHTS: dict[str, float] = {
     "text_to_image": 1.5, "segmentation": 0.5, "depth": 1.0, "normals": 0.5, "pose": 0.3, "detection": 2.0,
     "editing": 2.5, "condition_to_image": 0.6, "multiview": 0.4, "caption": 4.5, "vqa": 3.5,
 }
+#: Task shares of the eighth cycle (``lm_place_steps``), on fresh scenes again: captions and questions still
+#: more, since after the seventh cycle the answers that name where an object is are the ones left below
+#: their level (and they are asked place-first: ``vqa_conversation``'s ``places_first``).
+PLACE_CYCLE_WEIGHTS: dict[str, float] = {
+    "text_to_image": 1.5, "segmentation": 0.5, "depth": 1.0, "normals": 0.5, "pose": 0.3, "detection": 2.0,
+    "editing": 2.5, "condition_to_image": 0.6, "multiview": 0.4, "caption": 6.0, "vqa": 3.5,
+}
 LogFn = Callable[[str], None]
 
 
@@ -65,7 +72,9 @@ class WorldTrainConfig:
     (0 = none) on ``weak_scenes`` fresh scenes drawn the same way with ``WEAK_CYCLE_WEIGHTS``, then
     ``lm_weak2_steps`` in a sixth cycle at the same peak (0 = none) on ``weak2_scenes`` more, then
     ``lm_answer_steps`` in a seventh at that peak (0 = none) on ``answer_scenes`` more, drawn with
-    ``ANSWER_CYCLE_WEIGHTS``. With
+    ``ANSWER_CYCLE_WEIGHTS``, then ``lm_place_steps`` in an eighth peaking at ``lm_place_lr`` (0 = none) on
+    ``place_scenes`` more, drawn with ``PLACE_CYCLE_WEIGHTS``, each picture's questions asking every object's
+    place first. With
     ``lm_t2i_first`` (a curriculum) the first cycle sees only the text-to-image sequences and the second all
     of them; otherwise both see everything. Data of the first two cycles: ``t2i_scenes`` text-to-image scenes
     and ``omni_scenes`` scenes whose Omni-task examples are drawn with ``TASK_WEIGHTS``. ``text_vocab`` BPE
@@ -112,6 +121,9 @@ class WorldTrainConfig:
     weak2_scenes: int = 24000
     lm_answer_steps: int = 4000
     answer_scenes: int = 16000
+    lm_place_steps: int = 4000
+    lm_place_lr: float = 5e-4
+    place_scenes: int = 16000
     vqa_turns: int = 6
     second_edit_share: float = 0.5
     t2i_scenes: int = 16000
@@ -130,14 +142,16 @@ class WorldTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lm_extra_steps", "vq_decoder_steps", "vq_polish_steps", "vq_polish_scenes",
                      "lm_omni_steps", "omni_cycle_scenes", "lm_balance_steps", "balance_scenes", "lm_weak_steps",
-                     "weak_scenes", "lm_weak2_steps", "weak2_scenes", "lm_answer_steps", "answer_scenes"):
+                     "weak_scenes", "lm_weak2_steps", "weak2_scenes", "lm_answer_steps", "answer_scenes",
+                     "lm_place_steps", "place_scenes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for steps, scenes, cycle in (("lm_omni_steps", "omni_cycle_scenes", "third"),
                                      ("lm_balance_steps", "balance_scenes", "fourth"),
                                      ("lm_weak_steps", "weak_scenes", "fifth"),
                                      ("lm_weak2_steps", "weak2_scenes", "sixth"),
-                                     ("lm_answer_steps", "answer_scenes", "seventh")):
+                                     ("lm_answer_steps", "answer_scenes", "seventh"),
+                                     ("lm_place_steps", "place_scenes", "eighth")):
             if getattr(self, steps) > 0 and getattr(self, scenes) == 0:
                 raise ValueError(f"{steps} needs {scenes} > 0 (the {cycle} cycle's fresh scenes)")
         if not 0.0 <= self.second_edit_share <= 1.0:

@@ -24,7 +24,7 @@ def tiny_config(tmp_path) -> WorldTrainConfig:
                             lm_heads=2, lm_steps=3, lm_extra_steps=2, lm_batch=2, t2i_scenes=6, omni_scenes=3,
                             lm_omni_steps=2, omni_cycle_scenes=2, lm_balance_steps=2, balance_scenes=3,
                             lm_weak_steps=2, weak_scenes=2, lm_weak2_steps=2, weak2_scenes=2, lm_answer_steps=2,
-                            answer_scenes=2, text_vocab=60, recon_eval=2)
+                            answer_scenes=2, lm_place_steps=2, place_scenes=2, text_vocab=60, recon_eval=2)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def test_world_train_writes_a_loadable_folder(trained_folder):
     assert any(line.startswith("lm stage 5: 2 steps") for line in logs)
     assert any(line.startswith("lm stage 6: 2 steps") for line in logs)
     assert any(line.startswith("lm stage 7: 2 steps") for line in logs)
+    assert any(line.startswith("lm stage 8: 2 steps") for line in logs)
     # the curriculum: stage 1 trains on the 6 text-to-image sequences only, stage 2 on all of them
     total = next(int(line.split()[0]) for line in logs if line.endswith("s") and "training sequences" in line)
     assert "stage 1 (text-to-image only): 6 sequences" in logs and total > 6
@@ -180,6 +181,49 @@ def test_seventh_cycle_draws_new_scenes_weighted_to_the_text_answers():
     with pytest.raises(ValueError, match="answer_scenes"):
         WorldTrainConfig(answer_scenes=0)
     assert WorldTrainConfig(answer_scenes=0, lm_answer_steps=0).lm_answer_steps == 0
+
+
+def test_eighth_cycle_draws_new_scenes_and_asks_every_place_first():
+    from collections import Counter
+
+    from lumina_world.train import answer_cycle_conversations, place_cycle_conversations
+
+    cfg = WorldTrainConfig(t2i_scenes=30, omni_scenes=10, omni_cycle_scenes=20, balance_scenes=40,
+                           weak_scenes=30, weak2_scenes=40, answer_scenes=40, place_scenes=150)
+    eighth = place_cycle_conversations(cfg)
+    assert not t2i_prompts(answer_cycle_conversations(cfg)) & t2i_prompts(eighth)
+    counts = Counter(task for task, _, _ in eighth)
+    assert set(counts) == set(WORLD_TASKS)  # every task replayed
+    assert counts["caption"] > counts["vqa"] > max(counts["editing"], counts["detection"])
+    assert place_cycle_conversations(cfg)[9][1] == eighth[9][1]  # a function of the seed
+    follow_ups = [[q.startswith("Where is") for q in turns[2::2]] for task, turns, _ in eighth if task == "vqa"]
+    assert all(asks == sorted(asks, reverse=True) for asks in follow_ups)  # places first, then the rest
+    assert sum(asks.count(True) >= 2 and False in asks for asks in follow_ups) > 10
+    with pytest.raises(ValueError, match="place_scenes"):
+        WorldTrainConfig(place_scenes=0)
+    assert WorldTrainConfig(place_scenes=0, lm_place_steps=0).lm_place_steps == 0
+
+
+def test_places_first_asks_every_object_where_it_is_before_other_questions():
+    import random
+
+    from lumina_world.folder_dataset import scene_rng
+    from lumina_world.scene import sample_scene, vqa_pairs
+    from lumina_world.train import vqa_conversation
+
+    reordered = 0
+    for k in range(20):
+        scene = sample_scene(scene_rng(0, k, "scene"))
+        first = ["How many objects are there? <|image|>", str(len(scene.objects))]
+        plain = vqa_conversation(scene, first, 6, random.Random(k))
+        placed = vqa_conversation(scene, first, 6, random.Random(k), places_first=True)
+        where = dict(vqa_pairs(scene)["position"])
+        asked = placed[2::2]
+        assert asked[:len(where)] == [q for q in asked if q in where] and set(asked[:len(where)]) == set(where)
+        assert all(placed[2 * i + 3] == where[q] for i, q in enumerate(asked) if q in where)
+        assert placed[:2] == plain[:2] == first and len(placed) == len(plain)
+        reordered += placed != plain
+    assert reordered > 5  # without the option the places come anywhere among the other questions
 
 
 def test_images_the_user_gives_keep_encoder_codes_and_answers_are_snapped(trained_folder):
