@@ -43,7 +43,7 @@ import random
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -388,30 +388,30 @@ def _run_stages(cfg: WorldTrainConfig, log: LogFn) -> Path:
     if cfg.lm_balance_steps > 0 and finished:
         # Stage 4: fresh scenes again, weighted by how far each task is from its level (editing, detection,
         # depth, captions and questions most), every task replayed; questions asked several to a picture.
-        model, finished = _fresh_scene_cycle(model, balance_cycle_conversations(cfg), 4, cfg.lm_balance_lr,
+        model, finished = _fresh_scene_cycle(model, lambda: balance_cycle_conversations(cfg), 4, cfg.lm_balance_lr,
                                              cfg.lm_balance_steps, bundle, alphabet, cfg, work, log)
     if cfg.lm_weak_steps > 0 and finished:
         # Stage 5: more fresh scenes at twice the fourth cycle's peak rate, weighted further towards editing,
         # detection and questions. More steps of the same mix were the one change that still lifted editing
         # and detection; rates, depth and single-task cycles did not (measured in the README's stage list).
-        model, finished = _fresh_scene_cycle(model, weak_cycle_conversations(cfg), 5, cfg.lm_weak_lr,
+        model, finished = _fresh_scene_cycle(model, lambda: weak_cycle_conversations(cfg), 5, cfg.lm_weak_lr,
                                              cfg.lm_weak_steps, bundle, alphabet, cfg, work, log)
     if cfg.lm_weak2_steps > 0 and finished:
         # Stage 6: the same mix again on new scenes, longer. Binding a named object (which one is "the red
         # square") came late and at once: after the fifth cycle detection was 0.54, after this one 0.97.
-        model, finished = _fresh_scene_cycle(model, weak_cycle_conversations(cfg, second=True), 6,
+        model, finished = _fresh_scene_cycle(model, lambda: weak_cycle_conversations(cfg, second=True), 6,
                                              cfg.lm_weak_lr, cfg.lm_weak2_steps, bundle, alphabet, cfg, work, log)
     if cfg.lm_answer_steps > 0 and finished:
         # Stage 7: new scenes weighted towards the text answers. After the sixth cycle the pictures were at
         # their level but the answers naming a place were not: this cycle took position questions 0.64 ->
         # 0.95 and captions 0.76 -> 0.86 (100 scenes, benchmark seed 0) while editing and detection kept theirs.
         # A seed-1 retrain ends at 0.59 on both: where a named object is, is not yet learnt from every seed.
-        model, finished = _fresh_scene_cycle(model, answer_cycle_conversations(cfg), 7, cfg.lm_weak_lr,
+        model, finished = _fresh_scene_cycle(model, lambda: answer_cycle_conversations(cfg), 7, cfg.lm_weak_lr,
                                              cfg.lm_answer_steps, bundle, alphabet, cfg, work, log)
     if cfg.lm_place_steps > 0 and finished:
         # Stage 8: new scenes weighted further towards captions and questions, at half the peak rate, every
         # object's place asked first. Binding a name to a place is what the seventh cycle leaves unlearnt.
-        model, _ = _fresh_scene_cycle(model, place_cycle_conversations(cfg), 8, cfg.lm_place_lr,
+        model, _ = _fresh_scene_cycle(model, lambda: place_cycle_conversations(cfg), 8, cfg.lm_place_lr,
                                       cfg.lm_place_steps, bundle, alphabet, cfg, work, log)
     folder = assemble_folder(model, vq, tok_path, cfg.out, alphabet)
     log(f"wrote {folder} ({_folder_mb(folder):.1f} MB) in {time.perf_counter() - t0:.0f}s total")
@@ -450,20 +450,21 @@ def _cycle(model: LuminaMGPT, data: TokenDataset, tc: TrainConfig, name: str, cf
     return result.model, not result.stopped_early
 
 
-def _fresh_scene_cycle(model: LuminaMGPT, convs: list[TaskConversation], number: int, lr: float, steps: int,
-                       bundle: TokenizerBundle, alphabet: dict[bytes, int], cfg: WorldTrainConfig, work: Path,
-                       log: LogFn) -> tuple[LuminaMGPT, bool]:
-    """Cycle ``number`` (3 to 8) on its own scenes ``convs``: tokenised here, then ``steps`` steps peaking at
-    ``lr`` into ``work/lm{number}``, trainer seed ``cfg.seed + number - 1``. A cycle whose last checkpoint is
-    already there is read back without tokenising (minutes of work that resuming would throw away)."""
+def _fresh_scene_cycle(model: LuminaMGPT, draw: Callable[[], list[TaskConversation]], number: int, lr: float,
+                       steps: int, bundle: TokenizerBundle, alphabet: dict[bytes, int], cfg: WorldTrainConfig,
+                       work: Path, log: LogFn) -> tuple[LuminaMGPT, bool]:
+    """Cycle ``number`` (3 to 8) on its own scenes, whose conversations ``draw()`` renders: tokenised here,
+    then ``steps`` steps peaking at ``lr`` into ``work/lm{number}``, trainer seed ``cfg.seed + number - 1``.
+    A cycle whose last checkpoint is already there is read back without drawing or tokenising (minutes of
+    work that resuming would throw away)."""
     finished = latest_checkpoint(Path(work) / f"lm{number}")
     if finished is not None and finished.name == step_dir_name(steps):
         log(f"reusing the language model after cycle {number} in {finished}")
         return load_model(finished, dtype=torch.float32), True
     t = time.perf_counter()
-    ids, labels, buckets = tokenize_conversations(convs, bundle, max_seq_len=1024, alphabet=alphabet)
+    ids, labels, buckets = tokenize_conversations(draw(), bundle, max_seq_len=1024, alphabet=alphabet)
     log(f"stage {number}: {len(ids)} sequences ({dict(Counter(buckets))}), "
-        f"tokenised in {time.perf_counter() - t:.0f}s")
+        f"drawn and tokenised in {time.perf_counter() - t:.0f}s")
     tc = replace(_lm_train_config(cfg, work), lr=lr, warmup_steps=min(100, steps // 10), max_steps=steps,
                  seed=cfg.seed + number - 1, output_dir=str(work / f"lm{number}"))
     data = TokenDataset.from_sequences(ids, labels, buckets=None, vocab=bundle.vocab)
@@ -502,7 +503,7 @@ def _first_three_cycles(cfg: WorldTrainConfig, bundle: TokenizerBundle, alphabet
     if cfg.lm_omni_steps > 0 and finished:
         # Stage 3: fresh scenes weighted towards the Omni tasks the second cycle leaves weak (those that copy
         # the input picture, and the text answers), text-to-image kept in.
-        model, finished = _fresh_scene_cycle(model, omni_cycle_conversations(cfg), 3, cfg.lm_omni_lr,
+        model, finished = _fresh_scene_cycle(model, lambda: omni_cycle_conversations(cfg), 3, cfg.lm_omni_lr,
                                              cfg.lm_omni_steps, bundle, alphabet, cfg, work, log)
     return model, finished
 

@@ -250,8 +250,10 @@ def test_images_the_user_gives_keep_encoder_codes_and_answers_are_snapped(traine
     assert not torch.equal(want[1], want[2])  # the untrained tiny encoder misses the alphabet: the test can tell
 
 
-def test_world_train_reuses_finished_stages(trained_folder, tmp_path):
+def test_world_train_reuses_finished_stages(trained_folder, tmp_path, monkeypatch):
     from safetensors.torch import load_file
+
+    import lumina_world.train as world_train
 
     folder, _ = trained_folder
     work = folder.parent / "work"
@@ -260,6 +262,13 @@ def test_world_train_reuses_finished_stages(trained_folder, tmp_path):
     before = load_file(folder / "model.safetensors")
     logs: list[str] = []
     threads = torch.get_num_threads()
+
+    def not_again():
+        raise AssertionError("a finished cycle's scenes were drawn again")
+
+    for name in ("omni_cycle_conversations", "balance_cycle_conversations", "weak_cycle_conversations",
+                 "answer_cycle_conversations", "place_cycle_conversations"):
+        monkeypatch.setattr(world_train, name, lambda *args, **kwargs: not_again())
     run(replace(tiny_config(folder.parent), threads=threads + 1), log=logs.append)  # every stage is found finished
     assert torch.get_num_threads() == threads  # the run's thread count does not leak into the caller
     assert any("reusing the VQGAN" in line for line in logs)
