@@ -89,6 +89,11 @@ BUNDLED_LEVELS: dict[str, float] = {
     "text_to_image": 0.90, "pose": 0.95, "segmentation": 0.95, "multiview": 0.95, "normals": 0.90,
     "condition_to_image": 0.90, "depth": 0.90, "vqa": 0.90, "detection": 0.90, "caption": 0.75, "editing": 0.85,
 }
+#: Sub-scores the bundled model keeps besides each suite's ``overall`` (the other levels of issue 17 are
+#: ``overall`` itself: editing's is its exact-edit share, detection's its IoU >= 0.5 share, depth's its
+#: layer accuracy). A position question is about one in five of the questions, so ``vqa`` could meet its
+#: level while every place is wrong.
+BUNDLED_SUB_LEVELS: dict[tuple[str, str], float] = {("vqa", "position_accuracy"): 0.80}
 T2I_SUBSCORES = ("single_object", "two_objects", "counting", "colour_attribution", "position", "size",
                  "aspect_ratio")
 
@@ -457,10 +462,15 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def missed_levels(results: dict, levels: dict[str, float] = BUNDLED_LEVELS) -> list[str]:
-    """``"suite 0.xx < 0.yy"`` for each suite in ``results`` whose ``overall`` is under its level."""
-    return [f"{suite} {results[suite]['overall']:.2f} < {level:.2f}" for suite, level in levels.items()
-            if suite in results and results[suite]["overall"] < level]
+def missed_levels(results: dict, levels: dict[str, float] = BUNDLED_LEVELS,
+                  sub_levels: dict[tuple[str, str], float] = BUNDLED_SUB_LEVELS) -> list[str]:
+    """``"suite 0.xx < 0.yy"`` for each suite in ``results`` whose ``overall`` is under its level, then
+    ``"suite metric 0.xx < 0.yy"`` for each sub-score under its own."""
+    missed = [f"{suite} {results[suite]['overall']:.2f} < {level:.2f}" for suite, level in levels.items()
+              if suite in results and results[suite]["overall"] < level]
+    return missed + [f"{suite} {metric} {results[suite][metric]:.2f} < {level:.2f}"
+                     for (suite, metric), level in sub_levels.items()
+                     if metric in results.get(suite, {}) and results[suite][metric] < level]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lumina_world.benchmark import (BUNDLED_LEVELS, DEFAULT_MODEL, IMAGE_ANSWER_SUITES, SUITES, evaluate_world,
-                                    missed_levels)
+from lumina_world.benchmark import (BUNDLED_LEVELS, BUNDLED_SUB_LEVELS, DEFAULT_MODEL, IMAGE_ANSWER_SUITES,
+                                    SUITES, evaluate_world, missed_levels)
 
 #: The shipped VQGAN must draw exactly right answer codes back at least this well on every image task (it
 #: measures >= 0.95 on every image task); under it, the decoder, not the model, would cap the scores.
@@ -18,6 +18,9 @@ def test_missed_levels_names_each_suite_under_its_level():
     results = {"text_to_image": {"overall": level["text_to_image"] + 0.05},
                "editing": {"overall": level["editing"] - 0.05}, "vqa": {"overall": level["vqa"]}}  # at = met
     assert missed_levels(results) == [f"editing {level['editing'] - 0.05:.2f} < {level['editing']:.2f}"]
+    position = BUNDLED_SUB_LEVELS[("vqa", "position_accuracy")]
+    results["vqa"]["position_accuracy"] = position - 0.1  # a suite can meet its level while a sub-score does not
+    assert missed_levels(results)[1:] == [f"vqa position_accuracy {position - 0.1:.2f} < {position:.2f}"]
     assert set(BUNDLED_LEVELS) == set(SUITES)
 
 
