@@ -242,7 +242,7 @@ def world_models():
 def test_world_model_int8_predicts_like_bf16(world_models):
     """Teacher-forced over 6 captions + their pictures (every position, prompt text included), the int8 model's
     top-1 is the bf16 model's at >= 99 % of the positions the bf16 model decides, and its logits stay within
-    10 % of the logits' spread.
+    2 % of the largest logit's size.
 
     A position whose two best bf16 logits are within two bf16 steps of each other is a tie (bf16 cannot order
     them, so int8 rounding may flip them): on the prompt's own text, which training never supervises, the
@@ -258,7 +258,10 @@ def test_world_model_int8_predicts_like_bf16(world_models):
         agree += int((a.argmax(-1) == b.argmax(-1))[decided].sum())
         total += int(decided.sum())
         ties += int((~decided).sum())
-        assert (a - b).abs().max() < 0.1 * a.std()
+        # int8 rounding errs in proportion to the logits' size, not their spread: a sequence the model finds
+        # easy has logits near -20 that differ little (std 3.6 with the eight-cycle weights), where a bf16
+        # step alone is 0.125
+        assert (a - b).abs().max() < 0.02 * a.abs().max()
     assert total > 400 and ties <= 0.05 * (total + ties), (total, ties)
     assert agree / total >= 0.99, (agree, total)
 
