@@ -410,7 +410,8 @@ def _run_stages(cfg: WorldTrainConfig, log: LogFn) -> Path:
                                              cfg.lm_answer_steps, bundle, alphabet, cfg, work, log)
     if cfg.lm_place_steps > 0 and finished:
         # Stage 8: new scenes weighted further towards captions and questions, at half the peak rate, every
-        # object's place asked first. Binding a name to a place is what the seventh cycle leaves unlearnt.
+        # object's place asked first. Binding a name to a place is what the seventh cycle leaves unlearnt:
+        # asked every object's place on 300 scenes, seed 0 went 0.90 -> 0.97, a seed-1 retrain 0.46 -> 0.59.
         model, _ = _fresh_scene_cycle(model, lambda: place_cycle_conversations(cfg), 8, cfg.lm_place_lr,
                                       cfg.lm_place_steps, bundle, alphabet, cfg, work, log)
     folder = assemble_folder(model, vq, tok_path, cfg.out, alphabet)
