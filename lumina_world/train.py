@@ -26,8 +26,8 @@ Three stages, each resumable from ``--work`` (a finished stage is reused, so a s
    (``WEAK_CYCLE_WEIGHTS``), then one weighted towards the text answers, questions and captions
    (``ANSWER_CYCLE_WEIGHTS``), then one at a lower rate weighted further towards them, every object's place
    asked first (``PLACE_CYCLE_WEIGHTS``). The model after three cycles is kept in ``work/stage3`` and each
-   later cycle's last checkpoint in ``work/lm4`` .. ``work/lm8``, so changing only a later cycle reruns only that and what
-   follows.
+   later cycle's last checkpoint in ``work/lm4`` .. ``work/lm8``, so changing only a later cycle reruns only
+   that and what follows.
 
 The result is one folder in the published layout: ``config.json``, ``model.safetensors``,
 ``tokenizer.json``, ``vqgan.yaml``, ``vqgan.safetensors``. Everything is a function of ``seed`` (torch runs
@@ -68,9 +68,9 @@ from .render import render_image
 from .scene import (COLOURS, DEFAULT_CANVAS, POSITIONS, SHAPES, SIZES, WORLD_SIZES, Scene, caption, edit_scene,
                     sample_scene, vqa_pairs)
 from .threads import torch_threads
-from .train_config import (ANSWER_CYCLE_WEIGHTS, BALANCE_CYCLE_WEIGHTS, DEFAULT_OUT, DEFAULT_WORK, MAX_GRID,
-                           OMNI_CYCLE_WEIGHTS, PLACE_CYCLE_WEIGHTS, TASK_WEIGHTS, WEAK_CYCLE_WEIGHTS, LogFn,
-                           WorldTrainConfig)
+from .train_config import (ANSWER_CYCLE_WEIGHTS, BALANCE_CYCLE_WEIGHTS, DEFAULT_OUT, DEFAULT_WORK,
+                           FRESH_SCENE_CYCLES, MAX_GRID, OMNI_CYCLE_WEIGHTS, PLACE_CYCLE_WEIGHTS, TASK_WEIGHTS,
+                           WEAK_CYCLE_WEIGHTS, LogFn, WorldTrainConfig)
 from .vq_train import (ALPHABET_FILE, encode_pil, load_alphabet, polish_decoder, reconstruction_accuracy,
                        save_alphabet, snap_codes, train_vqgan)
 
@@ -124,8 +124,7 @@ def _scene_conversations(seed: int, index: int, tasks: Sequence[str], vqa_turns:
     exs, imgs, truth = scene_examples(scene, seed, index, tasks)
     out = [(ex.task, [ex.human, ex.gpt], [imgs[n] for n in ex.images]) for ex in exs]
     if vqa_turns > 1:
-        out = [(task, vqa_conversation(scene, turns, vqa_turns, scene_rng(seed, index, "vqa-turns"),
-                                             places_first)
+        out = [(task, vqa_conversation(scene, turns, vqa_turns, scene_rng(seed, index, "vqa-turns"), places_first)
                 if task == "vqa" else turns, ims) for task, turns, ims in out]
     if two_edits and "editing" in tasks:
         edited = Scene.from_dict(truth["editing"]["scene"])
@@ -168,8 +167,7 @@ def vqa_conversation(scene: Scene, first: list[str], turns: int, rng: random.Ran
 
 #: The settings counting each data set's scenes, in the order the scenes are numbered: each cycle's scenes
 #: come after all the ones before, so no cycle sees a scene another has seen.
-SCENE_BLOCKS = ("t2i_scenes", "omni_scenes", "omni_cycle_scenes", "balance_scenes", "weak_scenes", "weak2_scenes",
-                "answer_scenes", "place_scenes")
+SCENE_BLOCKS = ("t2i_scenes", "omni_scenes", *(scenes for _, scenes, _ in FRESH_SCENE_CYCLES))
 
 
 def _first_scene(cfg: WorldTrainConfig, block: str) -> int:

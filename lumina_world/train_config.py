@@ -49,6 +49,13 @@ PLACE_CYCLE_WEIGHTS: dict[str, float] = {
     "text_to_image": 1.5, "segmentation": 0.5, "depth": 1.0, "normals": 0.5, "pose": 0.3, "detection": 2.0,
     "editing": 2.5, "condition_to_image": 0.6, "multiview": 0.4, "caption": 6.0, "vqa": 3.5,
 }
+#: The cycles on fresh scenes, in the order their scenes are numbered: ``(steps setting, scenes setting,
+#: which cycle)``. Each cycle's scenes come after all the ones before (``train.SCENE_BLOCKS``).
+FRESH_SCENE_CYCLES: tuple[tuple[str, str, str], ...] = (
+    ("lm_omni_steps", "omni_cycle_scenes", "third"), ("lm_balance_steps", "balance_scenes", "fourth"),
+    ("lm_weak_steps", "weak_scenes", "fifth"), ("lm_weak2_steps", "weak2_scenes", "sixth"),
+    ("lm_answer_steps", "answer_scenes", "seventh"), ("lm_place_steps", "place_scenes", "eighth"),
+)
 LogFn = Callable[[str], None]
 
 
@@ -140,18 +147,11 @@ class WorldTrainConfig:
                      "lm_heads", "lm_steps", "lm_batch", "t2i_scenes", "text_vocab", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lm_extra_steps", "vq_decoder_steps", "vq_polish_steps", "vq_polish_scenes",
-                     "lm_omni_steps", "omni_cycle_scenes", "lm_balance_steps", "balance_scenes", "lm_weak_steps",
-                     "weak_scenes", "lm_weak2_steps", "weak2_scenes", "lm_answer_steps", "answer_scenes",
-                     "lm_place_steps", "place_scenes"):
+        cycle_settings = [name for steps, scenes, _ in FRESH_SCENE_CYCLES for name in (steps, scenes)]
+        for name in ("lm_extra_steps", "vq_decoder_steps", "vq_polish_steps", "vq_polish_scenes", *cycle_settings):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for steps, scenes, cycle in (("lm_omni_steps", "omni_cycle_scenes", "third"),
-                                     ("lm_balance_steps", "balance_scenes", "fourth"),
-                                     ("lm_weak_steps", "weak_scenes", "fifth"),
-                                     ("lm_weak2_steps", "weak2_scenes", "sixth"),
-                                     ("lm_answer_steps", "answer_scenes", "seventh"),
-                                     ("lm_place_steps", "place_scenes", "eighth")):
+        for steps, scenes, cycle in FRESH_SCENE_CYCLES:
             if getattr(self, steps) > 0 and getattr(self, scenes) == 0:
                 raise ValueError(f"{steps} needs {scenes} > 0 (the {cycle} cycle's fresh scenes)")
         if not 0.0 <= self.second_edit_share <= 1.0:
