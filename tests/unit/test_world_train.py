@@ -24,7 +24,8 @@ def tiny_config(tmp_path) -> WorldTrainConfig:
                             lm_heads=2, lm_steps=3, lm_extra_steps=2, lm_batch=2, t2i_scenes=6, omni_scenes=3,
                             lm_omni_steps=2, omni_cycle_scenes=2, lm_balance_steps=2, balance_scenes=3,
                             lm_weak_steps=2, weak_scenes=2, lm_weak2_steps=2, weak2_scenes=2, lm_answer_steps=2,
-                            answer_scenes=2, lm_place_steps=2, place_scenes=2, text_vocab=60, recon_eval=2)
+                            answer_scenes=2, lm_place_steps=2, place_scenes=2, lm_pair_steps=2, pair_scenes=2,
+                            lm_spread_steps=2, spread_scenes=2, text_vocab=60, recon_eval=2)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,8 @@ def test_world_train_writes_a_loadable_folder(trained_folder):
     assert any(line.startswith("lm stage 6: 2 steps") for line in logs)
     assert any(line.startswith("lm stage 7: 2 steps") for line in logs)
     assert any(line.startswith("lm stage 8: 2 steps") for line in logs)
+    assert any(line.startswith("lm stage 9: 2 steps") for line in logs)
+    assert any(line.startswith("lm stage 10: 2 steps") for line in logs)
     # the curriculum: stage 1 trains on the 6 text-to-image sequences only, stage 2 on all of them
     total = next(int(line.split()[0]) for line in logs if line.endswith("s") and "training sequences" in line)
     assert "stage 1 (text-to-image only): 6 sequences" in logs and total > 6
@@ -204,6 +207,40 @@ def test_eighth_cycle_draws_new_scenes_and_asks_every_place_first():
     assert WorldTrainConfig(place_scenes=0, lm_place_steps=0).lm_place_steps == 0
 
 
+def test_ninth_cycle_draws_new_two_object_scenes_and_the_tenth_all_counts_again():
+    from collections import Counter
+
+    from lumina_world.scene import parse_caption
+    from lumina_world.train import pair_cycle_conversations, place_cycle_conversations, spread_cycle_conversations
+
+    cfg = WorldTrainConfig(t2i_scenes=30, omni_scenes=10, omni_cycle_scenes=20, balance_scenes=40,
+                           weak_scenes=30, weak2_scenes=40, answer_scenes=40, place_scenes=60, pair_scenes=120,
+                           spread_scenes=120)
+    eighth, ninth, tenth = (f(cfg) for f in (place_cycle_conversations, pair_cycle_conversations,
+                                            spread_cycle_conversations))
+    assert not t2i_prompts(eighth) & t2i_prompts(ninth) and not t2i_prompts(ninth) & t2i_prompts(tenth)
+
+    def objects_named(convs):
+        return Counter(len(parse_caption(turns[1], *images[0].size).objects) for task, turns, images in convs
+                       if task == "caption")
+
+    assert set(objects_named(ninth)) == {2}  # every picture of the ninth cycle holds two objects
+    assert set(objects_named(tenth)) == {1, 2, 3, 4}
+    counts = Counter(task for task, _, _ in ninth)
+    assert set(counts) == set(WORLD_TASKS)  # every task replayed
+    assert counts["vqa"] > counts["caption"] > max(counts["editing"], counts["detection"])
+    for task, turns, _ in ninth:
+        if task == "vqa" and len(turns) >= 6:  # both objects' places asked, before any other follow-up
+            asked = [q.replace("<|image|>", "").strip() for q in turns[0::2]]
+            assert len({q for q in asked if q.startswith("Where is")}) == 2
+            assert all(q.startswith("Where is") for q in asked[1:3]) or asked[0].startswith("Where is")
+    assert pair_cycle_conversations(cfg)[9][1] == ninth[9][1]  # a function of the seed
+    for steps, scenes in (("lm_pair_steps", "pair_scenes"), ("lm_spread_steps", "spread_scenes")):
+        with pytest.raises(ValueError, match=scenes):
+            WorldTrainConfig(**{scenes: 0})
+        assert getattr(WorldTrainConfig(**{scenes: 0, steps: 0}), steps) == 0
+
+
 def test_places_first_asks_every_object_where_it_is_before_other_questions():
     import random
 
@@ -267,7 +304,8 @@ def test_world_train_reuses_finished_stages(trained_folder, tmp_path, monkeypatc
         raise AssertionError("a finished cycle's scenes were drawn again")
 
     for name in ("omni_cycle_conversations", "balance_cycle_conversations", "weak_cycle_conversations",
-                 "answer_cycle_conversations", "place_cycle_conversations"):
+                 "answer_cycle_conversations", "place_cycle_conversations", "pair_cycle_conversations",
+                 "spread_cycle_conversations"):
         monkeypatch.setattr(world_train, name, lambda *args, **kwargs: not_again())
     run(replace(tiny_config(folder.parent), threads=threads + 1), log=logs.append)  # every stage is found finished
     assert torch.get_num_threads() == threads  # the run's thread count does not leak into the caller
