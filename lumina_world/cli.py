@@ -3,6 +3,7 @@
     python -m lumina_tools world generate --out data/world --scenes 2000 --seed 0
     python -m lumina_tools world generate --out data/world-t2i --scenes 2000 --seed 0 --folder-mode
     python -m lumina_tools world train        # the bundled model, models/lumina_mgpt/lumina-mgpt-world
+    python -m lumina_tools world probe        # does it know which object is where (binding_probe)
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
             t.add_argument(flag, type=type(default), default=default)
+    q = sub.add_parser("probe", help="ask every object's place and caption every scene (binding_probe)")
+    q.add_argument("--model", default=None, help="model folder (default: the bundled model)")
+    q.add_argument("--scenes", type=int, default=300, help="number of scenes (1 to 4 objects each)")
+    q.add_argument("--seed", type=int, default=0, help="which scenes")
+    q.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     return p
 
 
@@ -68,6 +74,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.fresh:
             clean_work_dir(cfg.work_dir)
         print(run(cfg, log=lambda msg: print(msg, flush=True)))
+        return 0
+    if args.command == "probe":
+        from .benchmark import DEFAULT_MODEL
+        from .binding_probe import report, run_probe
+
+        if args.scenes < 1:
+            print("error: --scenes must be at least 1", file=sys.stderr)
+            return 2
+        print(report(run_probe(args.model or DEFAULT_MODEL, args.scenes, args.seed, threads=args.threads)))
         return 0
     if args.command == "generate":
         try:

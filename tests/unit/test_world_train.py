@@ -419,3 +419,24 @@ def test_patch_alphabet_ranks_patches_and_labels_them():
     odd.putpixel((12, 3), (1, 2, 3))  # the right patch is unlike any world patch
     codes = torch.tensor([[7, 9]])
     assert snap_codes(odd, codes, alphabet, 8).tolist() == [[0, 9]]
+
+
+def test_world_probe_asks_every_object_and_captions_every_scene(trained_folder, capsys):
+    from collections import Counter
+
+    from lumina_world.binding_probe import probe_scenes, run_probe
+    from lumina_world.cli import main
+
+    folder, _ = trained_folder
+    scenes = probe_scenes(4, seed=3)
+    assert [s.to_dict() for s in probe_scenes(4, seed=3)] == [s.to_dict() for s in scenes]  # seeded
+    result = run_probe(folder, scenes=4, seed=3)
+    objects = Counter(f"n{len(s.objects)}" for s in scenes for _ in s.objects)
+    assert result.places.asked == objects + Counter({"all": sum(objects.values())})
+    assert result.captions.asked["all"] == 4
+    assert result.wrong_places == result.places.asked["all"] - result.places.right["all"]
+    assert 0 <= result.other_object <= result.wrong_places
+    assert main(["probe", "--model", str(folder), "--scenes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("every object's place: ") and "\ncaption: " in out
+    assert main(["probe", "--model", str(folder), "--scenes", "0"]) == 2
