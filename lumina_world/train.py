@@ -432,9 +432,10 @@ def _run_stages(cfg: WorldTrainConfig, log: LogFn) -> Path:
                                              cfg.lm_place_steps, bundle, alphabet, cfg, work, log)
     if cfg.lm_pair_steps > 0 and finished:
         # Stage 9: new scenes of exactly two objects, questions the most. A seed-1 retrain still named the
-        # place of the wrong object after eight cycles (every object's place 0.59, two objects 0.61): the
-        # same dose of questions on scenes of one to four objects left it there (0.59), on two-object scenes
-        # it learnt which is where (two objects 0.99) and carried it to three and four (0.88, 0.81).
+        # place of the wrong object after eight cycles (`world probe`: every object's place 0.59, with two
+        # objects 0.77): the same dose of questions on one to four objects left it there (0.59), on
+        # two-object scenes it learnt which is where (two objects 0.95) and carried it to three and four
+        # (0.89, 0.78).
         model, finished = _fresh_scene_cycle(model, lambda: pair_cycle_conversations(cfg), 9, cfg.lm_pair_lr,
                                              cfg.lm_pair_steps, bundle, alphabet, cfg, work, log)
     if cfg.lm_spread_steps > 0 and finished:

@@ -52,7 +52,8 @@ PLACE_CYCLE_WEIGHTS: dict[str, float] = {
 #: Task shares of the ninth cycle (``lm_pair_steps``), on fresh scenes of exactly two objects: questions
 #: the most (every object's place asked first), captions next, every task replayed. Which of two objects is
 #: where is the smallest case of binding a name to a place; a seed-1 retrain that had not learnt it after
-#: eight cycles (every object's place 0.59) learnt it here and carried it to three and four objects (0.88).
+#: eight cycles (``world probe``: every object's place 0.59) learnt it here and carried it to three and four
+#: objects (0.87 in all).
 PAIR_CYCLE_WEIGHTS: dict[str, float] = PLACE_CYCLE_WEIGHTS | {"caption": 6.0, "vqa": 12.0}
 #: The cycles on fresh scenes, in the order their scenes are numbered: ``(steps setting, scenes setting,
 #: which cycle)``. Each cycle's scenes come after all the ones before (``train.SCENE_BLOCKS``).
