@@ -81,13 +81,14 @@ IMAGE_ANSWER_SUITES: tuple[str, ...] = OMNI_SUITES[:-2]
 #: Largest world canvas side in size-token steps (80 px / 16 px): caps the tokens one image may take.
 MAX_WORLD_GRID = 5
 #: What the bundled model promises on the default benchmark (seed 0, 100 / 40 prompts, greedy, cfg 1): the
-#: ``overall`` each suite keeps: at or under what the shipped weights measure on benchmark seeds 0 and 1 (the
-#: eight-cycle recipe's retrain with seed 1 misses caption and VQA), with a margin of about 0.05 on the suites
-#: that moved last. The README's table states them beside the retrain's figures; ``eval`` on the bundled model
+#: ``overall`` each suite keeps: at or under what the shipped weights measure on benchmark seeds 0 to 4, with
+#: a margin of about 0.05 on the suites that moved last (caption and editing meet issue 17's 0.85 and 0.8
+#: with room; the ten-cycle recipe's retrain with seed 1 still misses caption). The README's table states
+#: them beside the retrain's figures; ``eval`` on the bundled model
 #: says which, if any, are missed, and a test checks the shipped weights.
 BUNDLED_LEVELS: dict[str, float] = {
     "text_to_image": 0.95, "pose": 0.95, "segmentation": 0.95, "multiview": 0.95, "normals": 0.90,
-    "condition_to_image": 0.90, "depth": 0.90, "vqa": 0.90, "detection": 0.90, "caption": 0.75, "editing": 0.85,
+    "condition_to_image": 0.90, "depth": 0.90, "vqa": 0.90, "detection": 0.90, "caption": 0.85, "editing": 0.90,
 }
 #: Sub-scores the bundled model keeps besides each suite's ``overall`` (the other levels of issue 17 are
 #: ``overall`` itself: editing's is its exact-edit share, detection's its IoU >= 0.5 share, depth's its
