@@ -401,51 +401,46 @@ def _run_stages(cfg: WorldTrainConfig, log: LogFn) -> Path:
             # the fourth cycle starts from here: a run that changes only that cycle reuses the first three
             save_model(model, stage3, overwrite=True)
             (stage3 / "DONE").write_text(json.dumps({"seed": cfg.seed}), encoding="utf-8")
-    if cfg.lm_balance_steps > 0 and finished:
-        # Stage 4: fresh scenes again, weighted by how far each task is from its level (editing, detection,
-        # depth, captions and questions most), every task replayed; questions asked several to a picture.
-        model, finished = _fresh_scene_cycle(model, lambda: balance_cycle_conversations(cfg), 4, cfg.lm_balance_lr,
-                                             cfg.lm_balance_steps, bundle, alphabet, cfg, work, log)
-    if cfg.lm_weak_steps > 0 and finished:
-        # Stage 5: more fresh scenes at twice the fourth cycle's peak rate, weighted further towards editing,
-        # detection and questions. More steps of the same mix were the one change that still lifted editing
-        # and detection; rates, depth and single-task cycles did not (measured in the README's stage list).
-        model, finished = _fresh_scene_cycle(model, lambda: weak_cycle_conversations(cfg), 5, cfg.lm_weak_lr,
-                                             cfg.lm_weak_steps, bundle, alphabet, cfg, work, log)
-    if cfg.lm_weak2_steps > 0 and finished:
-        # Stage 6: the same mix again on new scenes, longer. Binding a named object (which one is "the red
-        # square") came late and at once: after the fifth cycle detection was 0.54, after this one 0.97.
-        model, finished = _fresh_scene_cycle(model, lambda: weak_cycle_conversations(cfg, second=True), 6,
-                                             cfg.lm_weak_lr, cfg.lm_weak2_steps, bundle, alphabet, cfg, work, log)
-    if cfg.lm_answer_steps > 0 and finished:
-        # Stage 7: new scenes weighted towards the text answers. After the sixth cycle the pictures were at
-        # their level but the answers naming a place were not: this cycle took position questions 0.64 ->
-        # 0.95 and captions 0.76 -> 0.86 (100 scenes, benchmark seed 0) while editing and detection kept theirs.
-        # A seed-1 retrain ends at 0.59 on both: where a named object is, is not yet learnt from every seed.
-        model, finished = _fresh_scene_cycle(model, lambda: answer_cycle_conversations(cfg), 7, cfg.lm_weak_lr,
-                                             cfg.lm_answer_steps, bundle, alphabet, cfg, work, log)
-    if cfg.lm_place_steps > 0 and finished:
-        # Stage 8: new scenes weighted further towards captions and questions, at half the peak rate, every
-        # object's place asked first. Binding a name to a place is what the seventh cycle leaves unlearnt:
-        # asked every object's place on 300 scenes, seed 0 went 0.90 -> 0.97, a seed-1 retrain 0.46 -> 0.59.
-        model, finished = _fresh_scene_cycle(model, lambda: place_cycle_conversations(cfg), 8, cfg.lm_place_lr,
-                                             cfg.lm_place_steps, bundle, alphabet, cfg, work, log)
-    if cfg.lm_pair_steps > 0 and finished:
-        # Stage 9: new scenes of exactly two objects, questions the most. A seed-1 retrain still named the
-        # place of the wrong object after eight cycles (`world probe`: every object's place 0.59, with two
-        # objects 0.77): the same dose of questions on one to four objects left it there (0.59), on
-        # two-object scenes it learnt which is where (two objects 0.95) and carried it to three and four
-        # (0.89, 0.78).
-        model, finished = _fresh_scene_cycle(model, lambda: pair_cycle_conversations(cfg), 9, cfg.lm_pair_lr,
-                                             cfg.lm_pair_steps, bundle, alphabet, cfg, work, log)
-    if cfg.lm_spread_steps > 0 and finished:
-        # Stage 10: back to one to four objects, mixed as the eighth cycle, at a lower peak: after the ninth
-        # every caption named two objects, whatever the picture held.
-        model, _ = _fresh_scene_cycle(model, lambda: spread_cycle_conversations(cfg), 10, cfg.lm_spread_lr,
-                                      cfg.lm_spread_steps, bundle, alphabet, cfg, work, log)
+    for number, steps, lr, draw in _later_cycles(cfg):
+        if steps > 0 and finished:
+            model, finished = _fresh_scene_cycle(model, draw, number, lr, steps, bundle, alphabet, cfg, work, log)
     folder = assemble_folder(model, vq, tok_path, cfg.out, alphabet)
     log(f"wrote {folder} ({_folder_mb(folder):.1f} MB) in {time.perf_counter() - t0:.0f}s total")
     return folder
+
+
+def _later_cycles(cfg: WorldTrainConfig) -> list[tuple[int, int, float, Callable[[], list[TaskConversation]]]]:
+    """Cycles 4 to 10 in order, each ``(number, steps, peak rate, draw)``: ``_run_stages`` runs one when its
+    steps are > 0 and the cycle before it ran to its end."""
+    return [
+        # 4: fresh scenes again, weighted by how far each task is from its level (editing, detection, depth,
+        # captions and questions most), every task replayed; questions asked several to a picture.
+        (4, cfg.lm_balance_steps, cfg.lm_balance_lr, lambda: balance_cycle_conversations(cfg)),
+        # 5: more fresh scenes at twice the fourth cycle's peak rate, weighted further towards editing,
+        # detection and questions. More steps of the same mix were the one change that still lifted editing
+        # and detection; rates, depth and single-task cycles did not (measured in the README's stage list).
+        (5, cfg.lm_weak_steps, cfg.lm_weak_lr, lambda: weak_cycle_conversations(cfg)),
+        # 6: the same mix again on new scenes, longer. Binding a named object (which one is "the red
+        # square") came late and at once: after the fifth cycle detection was 0.54, after this one 0.97.
+        (6, cfg.lm_weak2_steps, cfg.lm_weak_lr, lambda: weak_cycle_conversations(cfg, second=True)),
+        # 7: new scenes weighted towards the text answers. After the sixth cycle the pictures were at their
+        # level but the answers naming a place were not: this cycle took position questions 0.64 -> 0.95 and
+        # captions 0.76 -> 0.86 (100 scenes, benchmark seed 0) while editing and detection kept theirs.
+        # A seed-1 retrain ends at 0.59 on both: where a named object is, is not yet learnt from every seed.
+        (7, cfg.lm_answer_steps, cfg.lm_weak_lr, lambda: answer_cycle_conversations(cfg)),
+        # 8: new scenes weighted further towards captions and questions, at half the peak rate, every
+        # object's place asked first. Binding a name to a place is what the seventh cycle leaves unlearnt:
+        # asked every object's place on 300 scenes, seed 0 went 0.90 -> 0.97, a seed-1 retrain 0.46 -> 0.59.
+        (8, cfg.lm_place_steps, cfg.lm_place_lr, lambda: place_cycle_conversations(cfg)),
+        # 9: new scenes of exactly two objects, questions the most. A seed-1 retrain still named the place
+        # of the wrong object after eight cycles (`world probe`: every object's place 0.59, with two objects
+        # 0.77): the same dose of questions on one to four objects left it there (0.59), on two-object scenes
+        # it learnt which is where (two objects 0.95) and carried it to three and four (0.89, 0.78).
+        (9, cfg.lm_pair_steps, cfg.lm_pair_lr, lambda: pair_cycle_conversations(cfg)),
+        # 10: back to one to four objects, mixed as the eighth cycle, at a lower peak: after the ninth every
+        # caption named two objects, whatever the picture held.
+        (10, cfg.lm_spread_steps, cfg.lm_spread_lr, lambda: spread_cycle_conversations(cfg)),
+    ]
 
 
 def _lm_train_config(cfg: WorldTrainConfig, work: Path) -> TrainConfig:
