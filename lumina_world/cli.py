@@ -82,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.scenes < 1:
             print("error: --scenes must be at least 1", file=sys.stderr)
             return 2
-        print(report(run_probe(args.model or DEFAULT_MODEL, args.scenes, args.seed, threads=args.threads)))
+        try:
+            result = run_probe(args.model or DEFAULT_MODEL, args.scenes, args.seed, threads=args.threads)
+        except (ValueError, OSError) as err:  # no such folder, not a model folder, unreadable files
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(report(result))
         return 0
     if args.command == "generate":
         try:

@@ -440,3 +440,5 @@ def test_world_probe_asks_every_object_and_captions_every_scene(trained_folder, 
     out = capsys.readouterr().out
     assert out.startswith("every object's place: ") and "\ncaption: " in out
     assert main(["probe", "--model", str(folder), "--scenes", "0"]) == 2
+    assert main(["probe", "--model", str(folder.parent / "no-such-model")]) == 2
+    assert "no-such-model does not exist" in capsys.readouterr().err
