@@ -26,6 +26,7 @@ from . import analyser, benchmark
 from .render import render_image
 from .scene import Scene, sample_scene
 from .threads import torch_threads
+from .vq_train import encode_pil
 
 
 @dataclass
@@ -65,13 +66,15 @@ def run_probe(model_dir: str | Path, scenes: int = 300, seed: int = 0, batch: in
         model = load_model(model_dir, dtype="fp32")
         bundle = load_tokenizer_bundle(model_dir)
         items, prompts = [], []
-        for sc in probe_scenes(scenes, seed):
-            codes = benchmark._encode(bundle, [render_image(sc)])
+        drawn = probe_scenes(scenes, seed)
+        for sc, picture in zip(drawn, encode_pil(bundle.vqgan, [render_image(sc) for sc in drawn])):
+            codes = [picture]  # each prompt carries the scene's one picture
             for obj in sc.objects:
                 ask = get_task("vqa").message(f"Where is the {obj.name}?")
                 prompts.append(conversation.build_prompt_ids(bundle.text, [ask], codes))
                 items.append((sc, obj))
-            prompts.append(conversation.build_prompt_ids(bundle.text, [get_task("caption").message("")], codes))
+            describe = get_task("caption").message("")
+            prompts.append(conversation.build_prompt_ids(bundle.text, [describe], codes))
             items.append((sc, None))
         cfg = SamplerConfig(cfg_scale=1.0, text_top_k=1, max_new_tokens=48)
         tokens = benchmark._run_prompts(model, bundle, prompts, cfg, [None] * len(prompts), seed, batch)
@@ -96,5 +99,6 @@ def report(result: ProbeResult) -> str:
     for name, tally in (("every object's place", result.places), ("caption", result.captions)):
         by_n = ", ".join(f"{k} {tally.share(k):.2f}" for k in sorted(tally.asked) if k != "all")
         lines.append(f"{name}: {tally.share():.2f} of {tally.asked['all']} ({by_n})")
-    lines.append(f"wrong places naming another object's place: {result.other_object} of {result.wrong_places}")
+    lines.append(f"wrong places naming another object's place: {result.other_object} of "
+                 f"{result.wrong_places}")
     return "\n".join(lines)
