@@ -25,7 +25,8 @@ def tiny_config(tmp_path) -> WorldTrainConfig:
                             lm_omni_steps=2, omni_cycle_scenes=2, lm_balance_steps=2, balance_scenes=3,
                             lm_weak_steps=2, weak_scenes=2, lm_weak2_steps=2, weak2_scenes=2, lm_answer_steps=2,
                             answer_scenes=2, lm_place_steps=2, place_scenes=2, lm_pair_steps=2, pair_scenes=2,
-                            lm_spread_steps=2, spread_scenes=2, text_vocab=60, recon_eval=2)
+                            lm_spread_steps=2, spread_scenes=2, lm_caption_steps=2, caption_scenes=2, text_vocab=60,
+                            recon_eval=2)
 
 
 @pytest.fixture(scope="module")
@@ -235,10 +236,33 @@ def test_ninth_cycle_draws_new_two_object_scenes_and_the_tenth_all_counts_again(
             assert len({q for q in asked if q.startswith("Where is")}) == 2
             assert all(q.startswith("Where is") for q in asked[1:3]) or asked[0].startswith("Where is")
     assert pair_cycle_conversations(cfg)[9][1] == ninth[9][1]  # a function of the seed
-    for steps, scenes in (("lm_pair_steps", "pair_scenes"), ("lm_spread_steps", "spread_scenes")):
+    for steps, scenes in (("lm_pair_steps", "pair_scenes"), ("lm_spread_steps", "spread_scenes"),
+                          ("lm_caption_steps", "caption_scenes")):
         with pytest.raises(ValueError, match=scenes):
             WorldTrainConfig(**{scenes: 0})
         assert getattr(WorldTrainConfig(**{scenes: 0, steps: 0}), steps) == 0
+
+
+def test_eleventh_cycle_draws_new_scenes_of_every_count_captions_the_most():
+    from collections import Counter
+
+    from lumina_world.scene import parse_caption
+    from lumina_world.train import caption_cycle_conversations, spread_cycle_conversations
+
+    cfg = WorldTrainConfig(t2i_scenes=30, omni_scenes=10, omni_cycle_scenes=20, balance_scenes=40,
+                           weak_scenes=30, weak2_scenes=40, answer_scenes=40, place_scenes=60, pair_scenes=60,
+                           spread_scenes=100, caption_scenes=150)
+    tenth, eleventh = spread_cycle_conversations(cfg), caption_cycle_conversations(cfg)
+    assert not t2i_prompts(tenth) & t2i_prompts(eleventh)  # scenes the tenth cycle did not see
+    counts, before = Counter(task for task, _, _ in eleventh), Counter(task for task, _, _ in tenth)
+    assert set(counts) == set(WORLD_TASKS)  # every task replayed
+    assert counts["caption"] > counts["vqa"] > max(counts[t] for t in WORLD_TASKS if t not in ("caption", "vqa"))
+    share = {t: counts[t] / counts.total() - before[t] / before.total() for t in WORLD_TASKS}
+    assert share["caption"] > 0 and share["text_to_image"] > 0 and share["detection"] > 0
+    named = Counter(len(parse_caption(turns[1], *images[0].size).objects) for task, turns, images in eleventh
+                    if task == "caption")
+    assert set(named) == {1, 2, 3, 4}
+    assert caption_cycle_conversations(cfg)[7][1] == eleventh[7][1]  # a function of the seed
 
 
 def test_places_first_asks_every_object_where_it_is_before_other_questions():
@@ -305,7 +329,7 @@ def test_world_train_reuses_finished_stages(trained_folder, tmp_path, monkeypatc
 
     for name in ("omni_cycle_conversations", "balance_cycle_conversations", "weak_cycle_conversations",
                  "answer_cycle_conversations", "place_cycle_conversations", "pair_cycle_conversations",
-                 "spread_cycle_conversations"):
+                 "spread_cycle_conversations", "caption_cycle_conversations"):
         monkeypatch.setattr(world_train, name, lambda *args, **kwargs: not_again())
     run(replace(tiny_config(folder.parent), threads=threads + 1), log=logs.append)  # every stage is found finished
     assert torch.get_num_threads() == threads  # the run's thread count does not leak into the caller
