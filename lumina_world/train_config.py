@@ -75,7 +75,7 @@ LogFn = Callable[[str], None]
 
 @dataclass(frozen=True)
 class WorldTrainConfig:
-    """Every setting of ``world train`` (the defaults make the bundled model: about 5 h 45 min on one CPU core).
+    """Every setting of ``world train`` (the defaults make the bundled model: about 7 h 15 min on one CPU core).
 
     VQGAN: ``vq_codes`` codebook entries of ``vq_embed_dim`` dims, ``vq_ch`` base channels, ``vq_steps``
     Adam steps of ``vq_batch`` whole images at peak ``vq_lr`` (cosine), from ``vq_pool`` rendered images,
