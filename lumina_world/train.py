@@ -491,7 +491,7 @@ def _cycle(model: LuminaMGPT, data: TokenDataset, tc: TrainConfig, name: str, cf
 def _fresh_scene_cycle(model: LuminaMGPT, draw: Callable[[], list[TaskConversation]], number: int, lr: float,
                        steps: int, bundle: TokenizerBundle, alphabet: dict[bytes, int], cfg: WorldTrainConfig,
                        work: Path, log: LogFn) -> tuple[LuminaMGPT, bool]:
-    """Cycle ``number`` (3 to 10) on its own scenes, whose conversations ``draw()`` renders: tokenised here,
+    """Cycle ``number`` (3 to 11) on its own scenes, whose conversations ``draw()`` renders: tokenised here,
     then ``steps`` steps peaking at ``lr`` into ``work/lm{number}``, trainer seed ``cfg.seed + number - 1``.
     A cycle whose last checkpoint is already there is read back without drawing or tokenising (minutes of
     work that resuming would throw away)."""
